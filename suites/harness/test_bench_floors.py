@@ -1,0 +1,303 @@
+"""The benchmark gate's own logic (fixtures/bench.py) on result files made here: no server, no GPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from fixtures import bench
+
+pytestmark = pytest.mark.harness
+
+# The seed's run (seed/minimax-m2-vllm-usage-guide.md), as `vllm bench serve --save-result` writes it.
+SEED_RESULT = {
+    "completed": 100, "failed": 0, "duration": 851.51, "total_input_tokens": 204800, "total_output_tokens": 98734,
+    "request_throughput": 0.12, "output_throughput": 115.95, "total_token_throughput": 356.46,
+    "max_output_tokens_per_s": 130.0, "max_concurrent_requests": 20,
+    "mean_ttft_ms": 520.98, "median_ttft_ms": 523.86, "std_ttft_ms": 100.0, "p99_ttft_ms": 1086.48,
+    "mean_tpot_ms": 82.82, "median_tpot_ms": 82.90, "std_tpot_ms": 1.0, "p99_tpot_ms": 84.28,
+    "mean_itl_ms": 82.78, "median_itl_ms": 82.18, "std_itl_ms": 1.0, "p99_itl_ms": 83.48,
+}
+
+
+@pytest.fixture(scope="module")
+def floors():
+    return bench.load_floors()
+
+
+@pytest.fixture
+def seed_workload(floors):
+    return bench.preset("seed", floors)
+
+
+def write(tmp_path: Path, name: str, data) -> Path:
+    p = tmp_path / name
+    p.write_text(json.dumps(data))
+    return p
+
+
+def scaled(result: dict, **factors: float) -> dict:
+    out = copy.deepcopy(result)
+    for k, f in factors.items():
+        out[k] = out[k] * f
+    return out
+
+
+# ------------------------------------------------------------------------------------ floors data
+
+
+def test_floors_file_has_sources_and_the_seed_numbers(floors):
+    base = floors["baselines"][floors["baseline"]]
+    assert base["source"] and "seed" in base["source"]
+    assert base["values"] == {
+        "output_throughput": 115.95, "mean_ttft_ms": 520.98, "p99_ttft_ms": 1086.48, "mean_tpot_ms": 82.82,
+        "p99_tpot_ms": 84.28, "mean_itl_ms": 82.78, "p99_itl_ms": 83.48, "failed": 0,
+    }
+    assert floors["workloads"]["seed"] | {"source": None} == {
+        "source": None, "input_len": 2048, "output_len": 1024, "num_prompts": 100, "max_concurrency": 10}
+    for pid, prof in floors["profiles"].items():
+        assert prof.get("source"), pid
+        assert set(prof["values"]) <= set(floors["metrics"]), pid
+    assert floors["profiles"]["h100"]["values"]["output_throughput"] == 566.84
+    assert 0 < floors["floor_tolerance"]["default"] < 0.5 and floors["floor_tolerance"]["source"]
+    assert floors["regression_tolerance"]["source"]
+    assert bench.tolerance_for("failed", floors["floor_tolerance"]) == 0.0
+
+
+# ------------------------------------------------------------------------------------ command
+
+
+def test_command_is_the_seed_benchmark_with_saving(seed_workload, tmp_path):
+    cmd = bench.build_command(base_url="http://127.0.0.1:8123/v1", model="minimax-m2", workload=seed_workload,
+                              result_dir=tmp_path, result_filename="r.json", tokenizer="/tok", cli=["vllm"])
+    s = " ".join(cmd)
+    assert s.startswith("vllm bench serve --backend vllm --endpoint /v1/completions --dataset-name random "
+                        "--random-input-len 2048 --random-output-len 1024 --max-concurrency 10 --num-prompts 100")
+    assert "--base-url http://127.0.0.1:8123 " in s  # root: bench appends /v1/completions
+    assert f"--save-result --result-dir {tmp_path} --result-filename r.json" in s
+    assert "--model minimax-m2" in s and "--tokenizer /tok" in s
+    assert "--ignore-eos" not in s  # the seed honours EOS
+
+
+def test_command_smoke_preset_and_overrides(floors):
+    w = bench.workload_from_options("smoke", default_scale="seed", floors=floors)
+    assert (w.input_len, w.output_len, w.num_prompts, w.max_concurrency, w.name) == (64, 16, 8, 2, "smoke")
+    w2 = bench.workload_from_options(None, default_scale="seed", num_prompts=20, ignore_eos=True, floors=floors)
+    assert w2.name == "custom" and w2.num_prompts == 20 and w2.input_len == 2048 and w2.ignore_eos
+    assert w2.key() == "in2048-out1024-n20-c10-ignore-eos"
+    assert bench.workload_from_options(None, default_scale="seed", num_prompts=100, floors=floors).name == "seed"
+    cmd = bench.build_command(base_url="http://h:1/v1/", model="m", workload=w2, result_dir="d",
+                              result_filename="f", cli=["vllm"])
+    assert "--ignore-eos" in cmd and "--tokenizer" not in cmd and cmd[cmd.index("--base-url") + 1] == "http://h:1"
+    with pytest.raises(ValueError, match="unknown bench scale"):
+        bench.preset("huge", floors)
+
+
+# ------------------------------------------------------------------------------------ result loading
+
+
+def test_load_result_accepts_the_seed_run(tmp_path):
+    data = bench.load_result(write(tmp_path, "r.json", SEED_RESULT))
+    assert data["output_throughput"] == 115.95
+
+
+def test_missing_metric_is_a_clear_failure_naming_it(tmp_path):
+    broken = {k: v for k, v in SEED_RESULT.items() if k not in ("p99_tpot_ms", "mean_itl_ms")}
+    with pytest.raises(bench.BenchError) as exc:
+        bench.load_result(write(tmp_path, "r.json", broken))
+    msg = str(exc.value)
+    assert "missing metric(s)" in msg and "p99_tpot_ms" in msg and "mean_itl_ms" in msg and "r.json" in msg
+
+
+def test_non_numeric_metric_and_bad_files(tmp_path):
+    with pytest.raises(bench.BenchError, match="'output_throughput'"):
+        bench.load_result(write(tmp_path, "a.json", SEED_RESULT | {"output_throughput": "fast"}))
+    with pytest.raises(bench.BenchError, match="not JSON"):
+        (tmp_path / "b.json").write_text("{")
+        bench.load_result(tmp_path / "b.json")
+    with pytest.raises(bench.BenchError, match="no result file"):
+        bench.load_result(tmp_path / "none.json")
+
+
+# ------------------------------------------------------------------------------------ floors
+
+
+def _gate(floors, workload, result, profile="h20", config="tp4"):
+    rows = bench.evaluate_failed_only(result)
+    for label, fset in bench.applicable_floor_sets(profile=profile, config_id=config, workload=workload, floors=floors):
+        rows += [r for r in bench.evaluate_floors(result, fset, floors=floors, label=label) if r["metric"] != "failed"]
+    return rows
+
+
+def test_seed_run_passes_its_own_floor(floors, seed_workload):
+    rows = _gate(floors, seed_workload, SEED_RESULT)
+    assert rows and all(r["pass"] for r in rows), bench.format_rows(rows)
+    assert {r["metric"] for r in rows} == set(floors["metrics"])
+    row = next(r for r in rows if r["metric"] == "output_throughput")
+    assert set(row) >= {"metric", "observed", "floor", "limit", "direction", "pass"}
+    assert row["limit"] == pytest.approx(115.95 * 0.9) and row["direction"] == "higher"
+
+
+def test_within_tolerance_passes_beyond_fails(floors, seed_workload):
+    ok = scaled(SEED_RESULT, output_throughput=0.91, p99_ttft_ms=1.09)
+    assert all(r["pass"] for r in _gate(floors, seed_workload, ok))
+    bad = scaled(SEED_RESULT, output_throughput=0.85, p99_ttft_ms=1.2)
+    failed = {r["metric"] for r in _gate(floors, seed_workload, bad) if not r["pass"]}
+    assert failed == {"output_throughput", "p99_ttft_ms"}
+
+
+def test_any_failed_request_fails(floors, seed_workload):
+    rows = _gate(floors, seed_workload, SEED_RESULT | {"failed": 1})
+    assert [r["metric"] for r in rows if not r["pass"]] == ["failed"]
+
+
+def test_missing_observed_metric_fails_its_row(floors, seed_workload):
+    partial = {k: v for k, v in SEED_RESULT.items() if k != "p99_itl_ms"}
+    rows = _gate(floors, seed_workload, partial)
+    bad = [r for r in rows if not r["pass"]]
+    assert [(r["metric"], r["observed"]) for r in bad] == [("p99_itl_ms", None)]
+    assert "MISSING" in bench.format_rows(rows)
+
+
+def test_h100_profile_is_stricter_than_the_baseline(floors, seed_workload):
+    rows = _gate(floors, seed_workload, SEED_RESULT, profile="h100")
+    failing = {(r["check"], r["metric"]) for r in rows if not r["pass"]}
+    # The H20 numbers are far from the published H100 ones: every H100 floor fails, the baseline holds.
+    assert failing == {("profile:h100", m) for m in floors["profiles"]["h100"]["values"]}
+    h100_like = SEED_RESULT | {"output_throughput": 600.0, "mean_ttft_ms": 250.0, "mean_tpot_ms": 16.0, "p99_tpot_ms": 17.0}
+    assert all(r["pass"] for r in _gate(floors, seed_workload, h100_like, profile="h100"))
+
+
+def test_floors_only_for_their_workload_and_gpus(floors, seed_workload):
+    smoke = bench.preset("smoke", floors)
+    assert bench.applicable_floor_sets(profile="h100", config_id="tp4", workload=smoke, floors=floors) == []
+    assert bench.applicable_floor_sets(profile="cpu", config_id="cpu", workload=seed_workload, floors=floors) == []
+    labels = [l for l, _ in bench.applicable_floor_sets(profile="generic", config_id="tp4", workload=seed_workload, floors=floors)]
+    assert labels == ["baseline:h20-tp4-seed"]
+    # The H20 profile repeats the baseline: judged once.
+    labels = [l for l, _ in bench.applicable_floor_sets(profile="h20", config_id="tp4", workload=seed_workload, floors=floors)]
+    assert labels == ["baseline:h20-tp4-seed"]
+    # A profile naming configurations does not judge others.
+    labels = [l for l, _ in bench.applicable_floor_sets(profile="h200", config_id="dp8-ep", workload=seed_workload, floors=floors)]
+    assert labels == ["baseline:h20-tp4-seed"]
+    # Smoke results are still judged on failed requests.
+    assert bench.evaluate_failed_only({"failed": 0})[0]["pass"]
+    assert not bench.evaluate_failed_only({})[0]["pass"]
+
+
+# ------------------------------------------------------------------------------------ spread
+
+
+def test_spread_and_median_judging(floors, seed_workload, tmp_path):
+    runs = [scaled(SEED_RESULT, output_throughput=f, p99_ttft_ms=g) for f, g in ((1.0, 1.0), (0.5, 3.0), (1.1, 0.9))]
+    loaded = [bench.load_result(write(tmp_path, f"r{i}.json", r)) for i, r in enumerate(runs)]
+    spread = bench.aggregate(loaded)
+    ot = spread["output_throughput"]
+    assert (ot["min"], ot["median"], ot["max"], ot["n"]) == pytest.approx((115.95 * 0.5, 115.95, 115.95 * 1.1, 3))
+    assert spread["p99_ttft_ms"]["median"] == pytest.approx(1086.48)
+    # One noisy run (0.5x throughput, 3x P99 TTFT) does not fail the gate: the median does.
+    assert all(r["pass"] for r in _gate(floors, seed_workload, bench.medians(spread)))
+    assert not all(r["pass"] for r in _gate(floors, seed_workload, loaded[1]))
+    assert "median" in bench.format_spread(spread)
+    # Even count: the median is the mean of the middle two.
+    assert bench.aggregate([{"failed": 0}, {"failed": 2}])["failed"]["median"] == 1
+
+
+# ------------------------------------------------------------------------------------ hardware profiles
+
+
+@pytest.mark.parametrize(("names", "profile"), [
+    (["NVIDIA H100 80GB HBM3"] * 4, "h100"),
+    (["NVIDIA H100 PCIe"], "h100"),
+    (["NVIDIA H200"] * 8, "h200"),
+    (["NVIDIA H200 NVL"], "h200"),
+    (["NVIDIA H20"] * 4, "h20"),
+    (["NVIDIA H20EX"], "h20"),
+    (["NVIDIA A100-SXM4-80GB"], "generic"),
+    ([], "cpu"),
+    (["NVIDIA H200", "NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"], "h100"),
+])
+def test_profile_selection(floors, names, profile):
+    assert bench.select_profile(names, floors) == profile
+
+
+def test_profile_from_inventory_shape(floors):
+    inv = [{"index": "0", "name": "NVIDIA H100 80GB HBM3", "memory": "81559 MiB", "driver": "580"}]
+    assert bench.select_profile(bench.gpu_names_from_inventory(inv), floors) == "h100"
+
+
+# ------------------------------------------------------------------------------------ regression + history
+
+
+def test_regression_against_last_green(floors, seed_workload):
+    prev = {"created": "2026-01-01T00:00:00+00:00", "vllm_version": "0.31.0",
+            "metrics": bench.medians(bench.aggregate([SEED_RESULT]))}
+    assert bench.evaluate_regression(SEED_RESULT, None, floors=floors) == []
+    rows = bench.evaluate_regression(SEED_RESULT, prev, floors=floors)
+    assert rows and all(r["pass"] for r in rows) and {r["metric"] for r in rows} == set(floors["metrics"])
+    slower = scaled(SEED_RESULT, output_throughput=0.8, p99_itl_ms=1.15, mean_tpot_ms=1.15)
+    bad = {r["metric"] for r in bench.evaluate_regression(slower, prev, floors=floors) if not r["pass"]}
+    # p99 tails have a 20% band, means 10%.
+    assert bad == {"output_throughput", "mean_tpot_ms"}
+    assert all("0.31.0" in r["source"] for r in rows)
+
+
+def test_history_round_trip(tmp_path, floors, seed_workload):
+    store = bench.HistoryStore(tmp_path / "hist")
+    assert store.latest("tp4", "h100", seed_workload.key()) is None
+    spread = bench.aggregate([SEED_RESULT, scaled(SEED_RESULT, output_throughput=1.2)])
+    p1 = store.write(config_id="tp4", gpu_profile="h100", workload=seed_workload, vllm_version="0.31.0",
+                     spread=spread, created="2026-01-01T00:00:00+00:00")
+    p2 = store.write(config_id="tp4", gpu_profile="h100", workload=seed_workload, vllm_version="0.32.0+cpu",
+                     spread=bench.aggregate([SEED_RESULT]), created="2026-02-01T00:00:00+00:00")
+    store.write(config_id="tp4", gpu_profile="h200", workload=seed_workload, vllm_version="0.33.0",
+                spread=spread, created="2026-03-01T00:00:00+00:00")
+    assert p1 != p2 and p1.name == "tp4__h100__seed__vllm-0.31.0.json"
+    latest = store.latest("tp4", "h100", "seed")
+    assert latest["vllm_version"] == "0.32.0+cpu" and latest["metrics"]["output_throughput"] == 115.95
+    assert [e["vllm_version"] for e in store.entries("tp4", "h100", "seed")] == ["0.31.0", "0.32.0+cpu"]
+    first = json.loads(p1.read_text())
+    assert first["metrics"]["output_throughput"] == pytest.approx(115.95 * 1.1)
+    assert first["spread"]["output_throughput"]["max"] == pytest.approx(115.95 * 1.2)
+    assert first["workload"]["num_prompts"] == 100
+    # Rewriting the same (config, profile, workload, version) replaces its entry.
+    store.write(config_id="tp4", gpu_profile="h100", workload=seed_workload, vllm_version="0.31.0",
+                spread=spread, created="2026-04-01T00:00:00+00:00")
+    assert len(store.entries("tp4", "h100", "seed")) == 2
+    assert store.latest("tp4", "h100", "seed")["vllm_version"] == "0.31.0"
+    # A different workload has its own history.
+    assert store.latest("tp4", "h100", "smoke") is None
+
+
+def test_judge_combines_floors_and_history(tmp_path, floors, seed_workload):
+    store = bench.HistoryStore(tmp_path)
+    run = bench.BenchRun(seed_workload, [SEED_RESULT], [], bench.aggregate([SEED_RESULT]), {"requests": 0})
+    out = bench.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
+    assert out.passed and out.previous is None
+    store.write(config_id="tp4", gpu_profile="h20", workload=seed_workload, vllm_version="0.1",
+                spread=bench.aggregate([scaled(SEED_RESULT, output_throughput=1.05)]))
+    out = bench.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
+    assert out.passed and out.previous and any(r["check"] == "regression" for r in out.rows)
+    store.write(config_id="tp4", gpu_profile="h20", workload=seed_workload, vllm_version="0.2",
+                spread=bench.aggregate([scaled(SEED_RESULT, output_throughput=1.5)]),
+                created="2999-01-01T00:00:00+00:00")
+    out = bench.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
+    assert not out.passed
+    assert [(r["check"], r["metric"]) for r in out.rows if not r["pass"]] == [("regression", "output_throughput")]
+
+
+def test_record_is_optional(monkeypatch, seed_workload):
+    """record() calls fixtures.report.record_bench_result when it exists, and is a no-op otherwise."""
+    from fixtures import report
+
+    run = bench.BenchRun(seed_workload, [SEED_RESULT], [], bench.aggregate([SEED_RESULT]), {"requests": 0})
+    outcome = bench.GateOutcome("h20", bench.evaluate_failed_only(SEED_RESULT), None)
+    monkeypatch.delattr(report, "record_bench_result", raising=False)
+    bench.record("tp4", run, outcome, {})
+    seen = []
+    monkeypatch.setattr(report, "record_bench_result", lambda *a: seen.append(a), raising=False)
+    bench.record("tp4", run, outcome, {"x": 1})
+    assert seen and seen[0][0] == "tp4" and seen[0][3] == outcome.rows and seen[0][4] is None
