@@ -281,7 +281,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def _chromium() -> str:
-    exe = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    candidates = [os.environ.get("CHROMIUM"), "chromium", "/usr/bin/chromium", "chromium-browser", "google-chrome"]
+    exe = next((shutil.which(c) for c in candidates if c and shutil.which(c)), None)
     if not exe:
         pytest.fail("chromium is not installed: run scripts/setup-browser.sh (Debian package `chromium`); "
                     "CI must have it to check that the release report renders", pytrace=False)
