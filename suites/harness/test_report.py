@@ -191,6 +191,7 @@ def test_html_report_self_contained_with_sections(mixed_run):
     assert "think tags leak into content (issue 38212)" in page  # the known deviation's reason
     assert "needs more GPUs than the 0 present" in page  # skipped configuration with its reason
     assert "EngineCore died: boom" in page  # the log tail of the failing configuration
+    assert "engine died" in page  # a recorded finding merged into the same case's failure
     assert "115.95" in page and "+3.92%" in page  # previous green run and delta
 
 
