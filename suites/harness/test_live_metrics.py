@@ -621,3 +621,29 @@ def test_yaml_dump_is_plain_safe_yaml(tmp_path):
     r = rec("no-p", content="a: b\n- c", reasoning="x")
     path, case = _recorded(tmp_path, r, NO_P, None)
     assert yaml.safe_load(path.read_text(encoding="utf-8"))["id"] == case.id
+
+
+def test_reasoning_kept_in_prompt():
+    assert live.reasoning_kept_in_prompt(MT) == ["Call the tool."]
+    ps = {p.id: p for p in live.load_prompts()}
+    assert live.reasoning_kept_in_prompt(ps["mt-new-user-turn"]) == []  # all before the last user turn
+    assert len(live.reasoning_kept_in_prompt(ps["zh-mt-two-rounds-answer"])) == 2
+    assert live.reasoning_kept_in_prompt(ps["weather-paris"]) == []
+
+
+class _Cfg:
+    def __init__(self, **opts):
+        self.opts = opts
+
+    def getoption(self, name):
+        return self.opts.get(name)
+
+
+def test_live_config_choice():
+    real, reduced = SimpleNamespace(model="real"), SimpleNamespace(model="reduced")
+    configs = {"tp4": real, "dp8-ep": real, "gpu1": reduced}
+    assert live.live_config_id(_Cfg(), configs) == "tp4"
+    assert live.live_config_id(_Cfg(minimax_configs=["gpu1", "dp8-ep"]), configs) == "dp8-ep"
+    assert live.live_config_id(_Cfg(**{"--live-config": "dp8-ep"}), configs) == "dp8-ep"
+    with pytest.raises(pytest.skip.Exception, match="needs the real MiniMax-M2"):
+        live.live_config_id(_Cfg(**{"--live-config": "gpu1"}), configs)
