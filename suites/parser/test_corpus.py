@@ -57,7 +57,9 @@ def corpus(request: pytest.FixtureRequest) -> list[golden.GoldenCase]:
 
 
 def test_expected_matches_reference(golden_case: golden.GoldenCase, reasoning_parser: str) -> None:
-    oracle = parse_output(golden_case.output, golden_case.tools, reasoning_parser, golden_case.finish)
+    oracle = parse_output(
+        golden_case.output, golden_case.tools, reasoning_parser, golden_case.finish, golden_case.tool_choice
+    )
     diff = golden.diff_results(golden_case.expected[reasoning_parser], oracle)
     assert not diff, f"{golden_case.path}: expected.{reasoning_parser} disagrees with the reference:\n" + "\n".join(diff)
 
@@ -79,7 +81,8 @@ def test_finish_reason_rule(golden_case: golden.GoldenCase) -> None:
         if golden_case.finish == "length":
             assert exp["finish_reason"] == "length"
         else:
-            assert exp["finish_reason"] == ("tool_calls" if exp["tool_calls"] else "stop")
+            named = isinstance(golden_case.tool_choice, dict)
+            assert exp["finish_reason"] == ("tool_calls" if exp["tool_calls"] and not named else "stop")
 
 
 # ------------------------------------------------------------------ (b) calls fit the request

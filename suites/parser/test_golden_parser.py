@@ -1,0 +1,99 @@
+"""Parser tier: every golden case through the installed vLLM's MiniMax-M2 parsers, non-stream and
+stream (token by token and in the multi-token batches that `stream_interval` produces)."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+
+from fixtures.assemble import protocol_problems
+from fixtures.golden import GoldenCase, diff_results, normalize_result
+from fixtures.vllm_parsers import ParserDriver, chunked
+
+pytestmark = pytest.mark.parser
+
+CHUNK_SIZES = (1, 2, 3, 5, 8, 10_000)
+
+
+_PROMPTS: dict[tuple[int, str], list[int]] = {}
+
+
+def _prompt_ids(tokenizer, case: GoldenCase) -> list[int]:
+    key = (id(tokenizer), str(case.path))
+    if key in _PROMPTS:
+        return _PROMPTS[key]
+    rendered = tokenizer.apply_chat_template(
+        case.messages, tools=case.tools or None, add_generation_prompt=True, tokenize=True
+    )
+    if isinstance(rendered, dict) or hasattr(rendered, "keys"):
+        rendered = rendered["input_ids"]
+    _PROMPTS[key] = list(rendered)
+    return _PROMPTS[key]
+
+
+def _driver(tokenizer, case: GoldenCase, reasoning_parser: str) -> ParserDriver:
+    eos = tokenizer.convert_tokens_to_ids("[e~[")
+    return ParserDriver(
+        tokenizer=tokenizer,
+        reasoning_parser=reasoning_parser,
+        tools=case.tools,
+        tool_choice=case.tool_choice,
+        messages=case.messages,
+        prompt_token_ids=_prompt_ids(tokenizer, case),
+        eos_token_id=eos,
+    )
+
+
+def _schema_problems(case: GoldenCase, result: dict) -> list[str]:
+    if {"invalid-args", "unknown-tool", "truncated"} & set(case.tags):
+        return []
+    problems = []
+    for i, tc in enumerate(result["tool_calls"]):
+        schema = case.tool_schema(tc["name"] or "")
+        if schema is None:
+            problems.append(f"tool call {i}: {tc['name']!r} is not an offered tool")
+            continue
+        try:
+            jsonschema.validate(tc["arguments"], schema)
+        except jsonschema.ValidationError as exc:
+            problems.append(f"tool call {i} ({tc['name']}): arguments fail the tool schema: {exc.message}")
+    return problems
+
+
+def _check(case, reasoning_parser, observed, label, extra=()):
+    expected = dict(case.expected[reasoning_parser])
+    problems = list(extra)
+    problems += diff_results(expected, observed)
+    problems += protocol_problems(
+        observed, keep_think_markup=reasoning_parser == "minimax_m2_append_think", expected=expected
+    )
+    problems += _schema_problems(case, observed)
+    return [f"[{label}] {p}" for p in problems]
+
+
+def test_nonstream(golden_case, reasoning_parser, tokenizer, expect_deviation):
+    expect_deviation(golden_case, parser=reasoning_parser, mode="nonstream", tier="parser")
+    ids = tokenizer.encode(golden_case.output, add_special_tokens=False)
+    assert tokenizer.decode(ids, skip_special_tokens=False) == golden_case.output, "tokenizer round trip"
+    driver = _driver(tokenizer, golden_case, reasoning_parser)
+    observed = driver.parse(golden_case.output, ids, engine_finish=golden_case.finish)
+    problems = _check(golden_case, reasoning_parser, observed, "non-stream")
+    assert not problems, f"{golden_case.id} ({golden_case.source}):\n" + "\n".join(problems)
+
+
+def test_stream(golden_case, reasoning_parser, tokenizer, expect_deviation):
+    expect_deviation(golden_case, parser=reasoning_parser, mode="stream", tier="parser")
+    ids = tokenizer.encode(golden_case.output, add_special_tokens=False)
+    driver = _driver(tokenizer, golden_case, reasoning_parser)
+    nonstream = normalize_result(driver.parse(golden_case.output, ids, engine_finish=golden_case.finish))
+    problems = []
+    for size in CHUNK_SIZES:
+        run = driver.stream(chunked(ids, size), engine_finish=golden_case.finish)
+        label = "stream, whole output in one batch" if size >= len(ids) else f"stream, {size} token(s) per batch"
+        extra = list(run.problems)
+        if normalize_result(run.result) != nonstream:
+            extra.append(f"stream result differs from non-stream: {normalize_result(run.result)} != {nonstream}")
+        problems += _check(golden_case, reasoning_parser, run.result, label, extra)
+        if size >= len(ids):
+            break
+    assert not problems, f"{golden_case.id} ({golden_case.source}):\n" + "\n".join(problems)
