@@ -16,7 +16,7 @@ from fixtures.env import vllm_version
 
 ROOT = Path(__file__).resolve().parent
 
-pytest_plugins = ["fixtures.server", "fixtures.bench", "fixtures.report"]
+pytest_plugins = ["fixtures.server", "fixtures.bench", "fixtures.report", "fixtures.live"]
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, derandomize=True,

