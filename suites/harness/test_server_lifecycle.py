@@ -10,6 +10,7 @@ first so that at most one server runs at a time.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -119,18 +120,23 @@ class Inner:
         self.env = dict(os.environ)
         self.env.update({server.TOKEN_ENV: self.token, server.LOG_DIR_ENV: str(self.logs)})
         self.env.pop(server.API_KEY_ENV, None)
+        # one golden case: the inner session must not depend on the state of the whole corpus
+        self.golden = tmp_path / "golden"
+        self.golden.mkdir()
+        from fixtures import golden
+
+        cases = sorted(golden.DEFAULT_CASES_DIR.glob("*.yaml"))
+        pick = golden.DEFAULT_CASES_DIR / "basic-weather-single-invoke.yaml"
+        shutil.copyfile(pick if pick.is_file() else cases[0], self.golden / "case.yaml")
 
     def argv(self, *extra: str) -> list[str]:
         return [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT),
-                "-p", "conftest", "--report-dir", str(self.dir / "reports"), "-o", "timeout=600",
+                "-p", "conftest", "--golden-dir", str(self.golden), "--report-dir", str(self.dir / "reports"), "-o", "timeout=600",
                 "-q", "-p", "no:randomly", *extra, str(self.test_file)]
 
     def run(self, *extra: str, timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(self.argv(*extra), cwd=ROOT, env=self.env, capture_output=True,
-                                  text=True, timeout=timeout)
-        finally:
-            pass
+        return subprocess.run(self.argv(*extra), cwd=ROOT, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
 
     def popen(self, *extra: str) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*extra), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
