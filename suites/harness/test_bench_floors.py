@@ -300,4 +300,4 @@ def test_record_is_optional(monkeypatch, seed_workload):
     seen = []
     monkeypatch.setattr(report, "record_bench_result", lambda *a: seen.append(a), raising=False)
     bench.record("tp4", run, outcome, {"x": 1})
-    assert seen and seen[0][0] == "tp4" and seen[0][3] == outcome.rows and seen[0][4] is None
+    assert seen and seen[0][0] == "tp4" and seen[0][3] == {"zero-failed failed": True} and seen[0][4] is None

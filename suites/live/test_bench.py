@@ -1,0 +1,125 @@
+"""Benchmark gate: the seed's `vllm bench serve` against a served configuration, floors from
+fixtures/data/floors.yaml (engine: fixtures/bench.py).
+
+* `test_seed_benchmark_floors` (bench + gpu): the GPU configuration's server (--config, default gpu1 with
+  GPUs; or --server-url), warm-up, --bench-repeat runs of the seed workload, floors judged on the median
+  (the H20 TP4 baseline everywhere, plus the detected hardware profile), regression against the last
+  green run in --bench-history; a green gate writes the new history entry.
+* `test_cpu_bench_smoke` (bench + server): the real `vllm bench serve` end to end against the tiny CPU
+  server with the smoke workload: 0 failed requests, every metric present, result files parsed. Speed
+  numbers of a random 2-layer model on 2 shared cores mean nothing, so no floors and no regression there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures import bench
+from fixtures.env import gpu_inventory
+
+
+def _bench_tokenizer(request: pytest.FixtureRequest, endpoint, launch_configs, tokenizer_dir: Path) -> str | None:
+    """The tokenizer `vllm bench serve` must count tokens with: the server's own."""
+    opt = request.config.getoption
+    if opt("--tokenizer"):
+        return str(opt("--tokenizer"))
+    if opt("model_override", default=None):
+        return str(opt("model_override"))
+    cfg = launch_configs.get(endpoint.config_id)
+    if cfg is None:  # --server-url: bench falls back to the served model name
+        return None
+    if cfg.model == "real":
+        from fixtures.server import REAL_MODEL_ID
+
+        return REAL_MODEL_ID
+    # Model folders built in code carry the built-in tokenizer (fixtures/model.py), i.e. tokenizer_dir's.
+    return str(tokenizer_dir)
+
+
+def _report(record_property, run: bench.BenchRun, outcome: bench.GateOutcome | None, endpoint) -> None:
+    record_property("bench_config", endpoint.config_id)
+    record_property("bench_workload", run.workload.key())
+    record_property("bench_spread", {k: {kk: round(v[kk], 3) for kk in ("min", "median", "max")} | {"n": v["n"]}
+                                     for k, v in run.spread.items()})
+    record_property("bench_result_files", [str(p) for p in run.result_paths])
+    record_property("bench_run_seconds", [round(s, 1) for s in run.seconds])
+    record_property("bench_warmup", {k: v for k, v in run.warmup.items() if k != "errors"})
+    if outcome is not None:
+        record_property("bench_gpu_profile", outcome.profile)
+        record_property("bench_verdicts", outcome.rows)
+        record_property("bench_previous", (outcome.previous or {}).get("_path"))
+
+
+@pytest.mark.bench
+@pytest.mark.gpu
+@pytest.mark.timeout(8 * 3600)
+def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_settings, tokenizer_dir, tmp_path,
+                               vllm_version_str, record_property):
+    external = request.config.getoption("server_url", default=None)
+    gpus = gpu_inventory()
+    if not gpus and not external:
+        pytest.skip("the seed benchmark needs a GPU configuration (no GPU here; --server-url for a remote one)")
+    endpoint = server_factory(None)
+    if endpoint.config_id == "cpu":
+        pytest.skip("the selected configuration is the CPU one: the seed floors are for GPU configurations")
+    floors = bench_settings.floors()
+    workload = bench_settings.workload(default_scale="seed")
+    profile = bench_settings.profile(bench.gpu_names_from_inventory(gpus))
+    run = bench.run_bench(
+        base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
+        tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
+        warmup=bench_settings.warmup_or(bench.GPU_DEFAULTS["warmup"]),
+        repeat=bench_settings.repeat_or(bench.GPU_DEFAULTS["repeat"]), timeout=bench_settings.timeout,
+    )
+    outcome = bench.judge(run, config_id=endpoint.config_id, profile=profile, history=bench_settings.history,
+                          floors=floors)
+    _report(record_property, run, outcome, endpoint)
+    bench.record(endpoint.config_id, run, outcome)
+    summary = (f"config {endpoint.config_id}, GPU profile {profile} ({len(gpus)}x "
+               f"{gpus[0]['name'] if gpus else 'remote'}), vLLM {vllm_version_str}, workload {workload.key()}, "
+               f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench.format_rows(outcome.rows)}")
+    print(summary)
+    if outcome.passed:
+        path = bench_settings.history.write(config_id=endpoint.config_id, gpu_profile=profile, workload=workload,
+                                            vllm_version=vllm_version_str, spread=run.spread, gpus=gpus)
+        record_property("bench_history_written", str(path))
+    assert outcome.passed, "benchmark gate failed:\n" + summary
+
+
+@pytest.mark.bench
+@pytest.mark.server
+@pytest.mark.timeout(600)
+def test_cpu_bench_smoke(request, server_factory, launch_configs, bench_settings, tokenizer_dir, tmp_path,
+                         record_property):
+    endpoint = server_factory("cpu")
+    floors = bench_settings.floors()
+    workload = bench_settings.workload(default_scale="smoke")
+    # Plain requests reach the random tiny model (the replay processor needs a script): ignore EOS so every
+    # request makes exactly output_len tokens and TPOT/ITL exist.
+    workload = bench.Workload(workload.name, workload.input_len, workload.output_len, workload.num_prompts,
+                              workload.max_concurrency, ignore_eos=True)
+    run = bench.run_bench(
+        base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
+        tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
+        warmup=bench_settings.warmup_or(bench.SMOKE_DEFAULTS["warmup"]),
+        repeat=bench_settings.repeat_or(bench.SMOKE_DEFAULTS["repeat"]), timeout=min(bench_settings.timeout, 300),
+    )
+    outcome = bench.judge(run, config_id=endpoint.config_id, profile="cpu",
+                          history=bench.HistoryStore(tmp_path / "no-history"), floors=floors)
+    _report(record_property, run, outcome, endpoint)
+    bench.record(endpoint.config_id, run, outcome)
+    print(f"CPU smoke {workload.key()}: runs {[round(s, 1) for s in run.seconds]} s\n{bench.format_spread(run.spread)}")
+    # Every result was loaded through the schema (all metrics present and numeric); now what is meaningful here.
+    assert len(run.results) == bench_settings.repeat_or(bench.SMOKE_DEFAULTS["repeat"])
+    assert [r["check"] for r in outcome.rows] == ["zero-failed"] and outcome.passed, bench.format_rows(outcome.rows)
+    for res in run.results:
+        assert res["failed"] == 0 and res["completed"] == workload.num_prompts, res
+        assert res["total_output_tokens"] == workload.num_prompts * workload.output_len, res
+        assert res["total_input_tokens"] >= workload.num_prompts * workload.input_len * 0.9, res
+        assert res["output_throughput"] > 0 and res["duration"] > 0
+        assert 0 < res["mean_ttft_ms"] <= res["p99_ttft_ms"] * 1.0001
+        assert res["mean_tpot_ms"] > 0 and res["mean_itl_ms"] > 0
+    spread = run.spread["output_throughput"]
+    assert spread["min"] <= spread["median"] <= spread["max"]
