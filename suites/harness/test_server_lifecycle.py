@@ -127,7 +127,8 @@ class Inner:
 
         cases = sorted(golden.DEFAULT_CASES_DIR.glob("*.yaml"))
         pick = golden.DEFAULT_CASES_DIR / "basic-weather-single-invoke.yaml"
-        shutil.copyfile(pick if pick.is_file() else cases[0], self.golden / "case.yaml")
+        pick = pick if pick.is_file() else cases[0]
+        shutil.copyfile(pick, self.golden / pick.name)
 
     def argv(self, *extra: str) -> list[str]:
         return [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT),
@@ -153,13 +154,20 @@ def one_server_at_a_time():
 @pytest.mark.slow
 def test_no_server_left_after_a_normal_session(tmp_path, one_server_at_a_time):
     inner = Inner(tmp_path, INNER_SERVER_TESTS)
+    secret = "sk-lifecycle-" + uuid.uuid4().hex  # the server requires it (VLLM_API_KEY, never argv)
+    inner.env[server.API_KEY_ENV] = secret
     res = inner.run()
     out = res.stdout + res.stderr
     try:
         assert res.returncode == 0, out[-6000:]
         assert "2 passed" in out
         assert out.count("vllm server cpu/minimax_m2_append_think: ready in") == 1, out[-3000:]
-        assert (inner.logs / "cpu-minimax_m2_append_think.log").is_file()
+        log = inner.logs / "cpu-minimax_m2_append_think.log"
+        assert log.is_file()
+        assert secret not in out
+        for f in [log, *(tmp_path / "reports").rglob("*")]:
+            if f.is_file():
+                assert secret not in f.read_text(errors="replace"), f
     finally:
         _assert_none_left(inner.token)
 
