@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the suite on a GPU machine that has no network (this workplace's device machines), with the
+# vLLM carry kit: bash scripts/gpu-run.sh [pytest args...]
+#   KIT=.devkit (holds vllm-kit/part1 + install.sh and wheels-test/*.whl; see ../shared/device/README.md)
+#   OUT=<folder>  where reports/ is copied at the end (the device tool's $OUT)
+# On a GPU runner with network, install vLLM normally instead (scripts/setup.sh with VLLM_SPEC) and run
+# ./suite run -m gpu.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+KIT=${KIT:-.devkit}
+SITE=${SITE:-/tmp/site}
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+if [ ! -f "$SITE/.ok" ]; then
+  t0=$(date +%s)
+  (cd "$KIT/vllm-kit" && SITE="$SITE" bash install.sh) || { echo "gpu-run: kit install failed" >&2; exit 3; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$KIT"/wheels-test/*.whl || exit 3
+  touch "$SITE/.ok"
+  echo "gpu-run: kit installed in $(( $(date +%s) - t0 )) s"
+fi
+export VLLM_USE_FLASHINFER_SAMPLER=0          # FlashInfer is not in the kit
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
+python3 -m pytest "$@"
+rc=$?
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  for f in reports/report.html reports/gate.json reports/junit.xml; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+  tar -czf "$OUT/servers.tgz" reports/servers reports/bench* 2>/dev/null || true
+fi
+exit $rc

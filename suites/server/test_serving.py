@@ -1,0 +1,82 @@
+"""Server tier: raw completions, concurrency, and the replay processor's own contract."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from fixtures.assemble import StreamAssembler
+from fixtures.golden import normalize_result
+from fixtures.replay import SCRIPT_KEY
+
+pytestmark = pytest.mark.server
+
+OUTPUT = (
+    "The user wants the weather in Paris.\n</think>\n\n<minimax:tool_call>\n<invoke name=\"get_weather\">\n"
+    "<parameter name=\"location\">Paris, 巴黎 🌧</parameter>\n<parameter name=\"days\">3</parameter>\n"
+    "</invoke>\n</minimax:tool_call>"
+)
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"location": {"type": "string"}, "days": {"type": "integer"}}}}}]
+N_CONCURRENT = 6
+
+
+@pytest.fixture
+def endpoint(server_factory, server_config, reasoning_parser, request):
+    request.node.user_properties.append(("config_id", server_config))
+    return server_factory(server_config, reasoning_parser)
+
+
+def _script(endpoint, text=OUTPUT):
+    return {SCRIPT_KEY: json.dumps(endpoint.tokenize(text))}
+
+
+def test_completions_return_the_raw_text(endpoint):
+    client = endpoint.client()
+    resp = client.completions.create(
+        model=endpoint.model, prompt="]~b]user\nWeather?[e~[\n]~b]ai\n<think>\n", max_tokens=400,
+        temperature=0, extra_body={"vllm_xargs": _script(endpoint)},
+    )
+    assert resp.choices[0].text == OUTPUT, "the tool-call and think tags must stay visible in raw text"
+    assert resp.choices[0].finish_reason == "stop"
+
+
+def test_concurrent_replays_are_identical(endpoint):
+    script = _script(endpoint)
+
+    def one(_):
+        asm = StreamAssembler()
+        stream = endpoint.client().chat.completions.create(
+            model=endpoint.model, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=TOOLS,
+            max_tokens=400, temperature=1.0, stream=True, extra_body={"vllm_xargs": script},
+        )
+        for chunk in stream:
+            for choice in chunk.choices:
+                asm.feed(choice.delta.model_dump(exclude_none=True), choice.finish_reason)
+        return normalize_result(asm.result()), asm.problems
+
+    with ThreadPoolExecutor(N_CONCURRENT) as pool:
+        results = list(pool.map(one, range(N_CONCURRENT)))
+    first = results[0]
+    assert first[0]["tool_calls"], f"no tool call came back: {first}"
+    for i, res in enumerate(results[1:], start=1):
+        assert res == first, f"concurrent replay {i} differs:\n{res}\n!=\n{first}"
+
+
+@pytest.mark.parametrize("bad", ["[1, \"x\"]", "[]", "not json", "[999999999]"], ids=["non-int", "empty", "not-json", "out-of-vocab"])
+def test_bad_replay_script_is_http_400(endpoint, bad):
+    with pytest.raises(openai.BadRequestError):
+        endpoint.client().chat.completions.create(
+            model=endpoint.model, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+            extra_body={"vllm_xargs": {SCRIPT_KEY: bad}},
+        )
+
+
+def test_requests_without_script_are_untouched(endpoint):
+    resp = endpoint.client().completions.create(
+        model=endpoint.model, prompt="Hello", max_tokens=6, temperature=1.0, extra_body={"ignore_eos": True},
+    )
+    assert resp.usage.completion_tokens == 6 and resp.choices[0].finish_reason == "length"
