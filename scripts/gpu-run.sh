@@ -21,8 +21,19 @@ export VLLM_USE_FLASHINFER_SAMPLER=0          # FlashInfer is not in the kit
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
-python3 -m pytest "$@"
-rc=$?
+# PYTEST_DEADLINE=<seconds>: interrupt pytest with SIGINT after that long (a KeyboardInterrupt: servers are
+# stopped and report.html / gate.json / junit.xml are still written), SIGKILL 45 s later. An outer
+# `timeout` would kill this script too, and with it the copy to $OUT below.
+run=(python3 -m pytest "$@")
+[ -n "${PYTEST_DEADLINE:-}" ] && run=(timeout -s INT -k 45 "$PYTEST_DEADLINE" "${run[@]}")
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  "${run[@]}" 2>&1 | tee "$OUT/pytest.log"
+  rc=${PIPESTATUS[0]}
+else
+  "${run[@]}"
+  rc=$?
+fi
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   for f in reports/report.html reports/gate.json reports/junit.xml; do [ -f "$f" ] && cp "$f" "$OUT/"; done
