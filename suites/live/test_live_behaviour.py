@@ -30,35 +30,21 @@ def _check(run: LiveRun, thresholds: dict, metric: str, mode: str, request) -> N
     assert result.meets(threshold), f"[{mode}] " + result.failure_message(threshold)
 
 
+# finish_with_tool_calls_rate is reported only, unless the thresholds file gives it a number.
+METRICS = [
+    "query_success_rate",
+    "finish_with_tool_calls_rate",
+    "trigger_agreement_rate",
+    "tool_call_accuracy",
+    "not_only_reasoning_rate",
+    "expectation_match_rate",
+]
+
+
+@pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("mode", MODES)
-def test_query_success_rate(live_run, live_thresholds, mode, request):
-    _check(live_run, live_thresholds, "query_success_rate", mode, request)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_finish_with_tool_calls_rate(live_run, live_thresholds, mode, request):
-    """Reported only unless the thresholds file gives it a number."""
-    _check(live_run, live_thresholds, "finish_with_tool_calls_rate", mode, request)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_trigger_agreement_rate(live_run, live_thresholds, mode, request):
-    _check(live_run, live_thresholds, "trigger_agreement_rate", mode, request)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_tool_call_accuracy(live_run, live_thresholds, mode, request):
-    _check(live_run, live_thresholds, "tool_call_accuracy", mode, request)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_not_only_reasoning_rate(live_run, live_thresholds, mode, request):
-    _check(live_run, live_thresholds, "not_only_reasoning_rate", mode, request)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_expectation_match_rate(live_run, live_thresholds, mode, request):
-    _check(live_run, live_thresholds, "expectation_match_rate", mode, request)
+def test_live_metric(live_run, live_thresholds, mode, metric, request):
+    _check(live_run, live_thresholds, metric, mode, request)
 
 
 def test_every_request_was_sent(live_run):
