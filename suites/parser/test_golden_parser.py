@@ -8,6 +8,7 @@ import pytest
 
 from fixtures.assemble import protocol_problems
 from fixtures.golden import GoldenCase, diff_results, normalize_result
+from fixtures.report import record_golden_diff
 from fixtures.vllm_parsers import ParserDriver, chunked
 
 pytestmark = pytest.mark.parser
@@ -60,10 +61,14 @@ def _schema_problems(case: GoldenCase, result: dict) -> list[str]:
     return problems
 
 
-def _check(case, reasoning_parser, observed, label, extra=()):
+def _check(request, case, reasoning_parser, observed, label, extra=()):
     expected = dict(case.expected[reasoning_parser])
     problems = list(extra)
-    problems += diff_results(expected, observed)
+    differences = diff_results(expected, observed)
+    if differences and not getattr(request.node, "_golden_diff_recorded", False):
+        request.node._golden_diff_recorded = True  # one diff per test in the report: the first that differs
+        record_golden_diff(request, case.id, reasoning_parser, label, normalize_result(expected), normalize_result(observed))
+    problems += differences
     problems += protocol_problems(
         observed, keep_think_markup=reasoning_parser == "minimax_m2_append_think", expected=expected
     )
@@ -71,17 +76,17 @@ def _check(case, reasoning_parser, observed, label, extra=()):
     return [f"[{label}] {p}" for p in problems]
 
 
-def test_nonstream(golden_case, reasoning_parser, tokenizer, expect_deviation):
+def test_nonstream(golden_case, reasoning_parser, tokenizer, expect_deviation, request):
     expect_deviation(golden_case, parser=reasoning_parser, mode="nonstream", tier="parser")
     ids = tokenizer.encode(golden_case.output, add_special_tokens=False)
     assert tokenizer.decode(ids, skip_special_tokens=False) == golden_case.output, "tokenizer round trip"
     driver = _driver(tokenizer, golden_case, reasoning_parser)
     observed = driver.parse(golden_case.output, ids, engine_finish=golden_case.finish)
-    problems = _check(golden_case, reasoning_parser, observed, "non-stream")
+    problems = _check(request, golden_case, reasoning_parser, observed, "non-stream")
     assert not problems, f"{golden_case.id} ({golden_case.source}):\n" + "\n".join(problems)
 
 
-def test_stream(golden_case, reasoning_parser, tokenizer, expect_deviation):
+def test_stream(golden_case, reasoning_parser, tokenizer, expect_deviation, request):
     expect_deviation(golden_case, parser=reasoning_parser, mode="stream", tier="parser")
     ids = tokenizer.encode(golden_case.output, add_special_tokens=False)
     driver = _driver(tokenizer, golden_case, reasoning_parser)
@@ -93,7 +98,7 @@ def test_stream(golden_case, reasoning_parser, tokenizer, expect_deviation):
         extra = list(run.problems)
         if normalize_result(run.result) != nonstream:
             extra.append(f"stream result differs from non-stream: {normalize_result(run.result)} != {nonstream}")
-        problems += _check(golden_case, reasoning_parser, run.result, label, extra)
+        problems += _check(request, golden_case, reasoning_parser, run.result, label, extra)
         if size >= len(ids):
             break
     assert not problems, f"{golden_case.id} ({golden_case.source}):\n" + "\n".join(problems)

@@ -17,6 +17,7 @@ import pytest
 
 from fixtures.assemble import StreamAssembler, message_result, protocol_problems
 from fixtures.golden import GoldenCase, diff_results, normalize_result
+from fixtures.report import record_golden_diff
 from fixtures.replay import SCRIPT_KEY
 
 pytestmark = pytest.mark.server
@@ -87,13 +88,16 @@ def replayed(request, server_factory, server_config, reasoning_parser):
     return _REPLAYS[key]
 
 
-def _check(case, reasoning_parser, out, label):
+def _check(request, case, reasoning_parser, out, label):
     if "error" in out:
         return [f"[{label}] request failed: {out['error']}"]
     expected = case.expected[reasoning_parser]
     observed = out["result"]
     problems = list(out["problems"])
-    problems += diff_results(expected, observed)
+    differences = diff_results(expected, observed)
+    if differences:
+        record_golden_diff(request, case.id, reasoning_parser, label, normalize_result(expected), normalize_result(observed))
+    problems += differences
     problems += protocol_problems(
         observed, keep_think_markup=reasoning_parser == "minimax_m2_append_think", expected=expected
     )
@@ -109,21 +113,21 @@ def _usage_problems(case, ids, out, label):
     return []
 
 
-def test_replay_nonstream(golden_case, reasoning_parser, replayed, expect_deviation):
+def test_replay_nonstream(golden_case, reasoning_parser, replayed, expect_deviation, request):
     expect_deviation(golden_case, parser=reasoning_parser, mode="nonstream", tier="server")
     out = replayed["results"][(golden_case.id, False)]
     ids = replayed["ids"][golden_case.id]
-    problems = _check(golden_case, reasoning_parser, out, "non-stream")
+    problems = _check(request, golden_case, reasoning_parser, out, "non-stream")
     problems += _usage_problems(golden_case, ids, out, "non-stream")
     assert not problems, f"{golden_case.id} ({golden_case.source}):\n" + "\n".join(problems)
 
 
-def test_replay_stream(golden_case, reasoning_parser, replayed, expect_deviation):
+def test_replay_stream(golden_case, reasoning_parser, replayed, expect_deviation, request):
     expect_deviation(golden_case, parser=reasoning_parser, mode="stream", tier="server")
     out = replayed["results"][(golden_case.id, True)]
     nonstream = replayed["results"][(golden_case.id, False)]
     ids = replayed["ids"][golden_case.id]
-    problems = _check(golden_case, reasoning_parser, out, "stream")
+    problems = _check(request, golden_case, reasoning_parser, out, "stream")
     problems += _usage_problems(golden_case, ids, out, "stream")
     if "error" not in out and "error" not in nonstream:
         if normalize_result(out["result"]) != normalize_result(nonstream["result"]):
