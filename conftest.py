@@ -100,6 +100,8 @@ def expect_deviation(request: pytest.FixtureRequest, vllm_version_str: str):
             request.node.add_marker(
                 pytest.mark.xfail(reason=f"known vLLM {vllm_version_str} deviation: {dev.reason}", strict=True)
             )
-        request.node.user_properties.append(("vllm_version", vllm_version_str))
+        request.node.user_properties.extend(
+            [("vllm_version", vllm_version_str), ("case_id", case.id), ("parser", parser), ("mode", mode)]
+        )
 
     return apply
