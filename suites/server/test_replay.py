@@ -22,7 +22,7 @@ from fixtures.replay import SCRIPT_KEY
 
 pytestmark = pytest.mark.server
 
-CONCURRENCY = 16
+CONCURRENCY = 48
 REQUEST_TIMEOUT_S = 300
 _LOCK = threading.Lock()
 _REPLAYS: dict[tuple, dict[str, Any]] = {}
