@@ -289,15 +289,30 @@ def test_judge_combines_floors_and_history(tmp_path, floors, seed_workload):
     assert [(r["check"], r["metric"]) for r in out.rows if not r["pass"]] == [("regression", "output_throughput")]
 
 
-def test_record_is_optional(monkeypatch, seed_workload):
-    """record() calls fixtures.report.record_bench_result when it exists, and is a no-op otherwise."""
+def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_workload):
+    """record() gives fixtures.report.record_bench_result its per-metric contract, and is a no-op
+    when the report plugin offers no such function."""
     from fixtures import report
 
     run = bench.BenchRun(seed_workload, [SEED_RESULT], [], bench.aggregate([SEED_RESULT]), {"requests": 0})
-    outcome = bench.GateOutcome("h20", bench.evaluate_failed_only(SEED_RESULT), None)
+    rows = bench.evaluate_failed_only(SEED_RESULT) + [
+        {"check": "h20-tp4", "metric": "output_throughput", "observed": 120.0, "floor": 115.95, "pass": True},
+        {"check": "h100", "metric": "output_throughput", "observed": 120.0, "floor": 566.84, "pass": False},
+        {"check": "regression", "metric": "output_throughput", "observed": 120.0, "floor": 130.0, "pass": False},
+    ]
+    outcome = bench.GateOutcome("h100", rows, {"metrics": {"output_throughput": 130.0}})
     monkeypatch.delattr(report, "record_bench_result", raising=False)
-    bench.record("tp4", run, outcome, {})
+    bench.record("tp4", run, outcome)  # no report plugin: nothing happens
     seen = []
     monkeypatch.setattr(report, "record_bench_result", lambda *a: seen.append(a), raising=False)
-    bench.record("tp4", run, outcome, {"x": 1})
-    assert seen and seen[0][0] == "tp4" and seen[0][3] == {"zero-failed failed": True} and seen[0][4] is None
+    bench.record("tp4", run, outcome)
+    config_id, metrics, floors, verdicts, previous = seen[0]
+    assert config_id == "tp4"
+    assert set(metrics) == {"failed", "output_throughput vs h20-tp4", "output_throughput vs h100",
+                            "output_throughput vs previous green"}
+    assert floors["output_throughput vs h100"] == 566.84 and floors["failed"] == 0.0
+    assert verdicts == {"failed": "pass", "output_throughput vs h20-tp4": "pass",
+                        "output_throughput vs h100": "fail", "output_throughput vs previous green": "fail"}
+    assert previous["output_throughput vs h20-tp4"] == 130.0
+
+

@@ -53,8 +53,8 @@ def test_id_must_match_file_name(tmp_path):
 
 
 def test_bad_deviation_specifier(tmp_path):
-    path = _variant(tmp_path, "bad-spec", "- vllm: ==0.32.0", "- vllm: zero point 32")
-    with pytest.raises(GoldenFormatError, match=r"field deviations\.0\.vllm"):
+    path = _variant(tmp_path, "bad-spec", "  - ==0.32.0", "  - zero point 32")
+    with pytest.raises(GoldenFormatError, match=r"field deviations\.0\.vllm: \[.==0\.26\.0., .zero point 32.\] is not a PEP 440"):
         load_case(path)
 
 

@@ -257,6 +257,21 @@ def test_green_run_passes_and_empty_run_fails(tmp_path):
     assert gate["verdict"] == "fail" and gate["reason"] == "no test ran"
 
 
+def test_interrupted_run_cannot_pass(tmp_path):
+    proc = run_pytest(tmp_path / "int", '''
+        import pytest
+        @pytest.mark.parser
+        def test_a(): pass
+        @pytest.mark.parser
+        def test_b(): raise KeyboardInterrupt
+        @pytest.mark.parser
+        def test_c(): pass
+    ''', "--report-dir=reports")
+    gate = json.loads((tmp_path / "int" / "reports" / "gate.json").read_text())
+    assert proc.returncode == 2
+    assert gate["verdict"] == "fail" and "interrupted" in gate["reason"], gate["reason"]
+
+
 def test_records_from_xdist_workers_reach_the_report(tmp_path):
     proc = run_pytest(tmp_path, MIXED, "-n", "2", "--report-dir=reports", "--api-key", SECRET)
     gate = json.loads((tmp_path / "reports" / "gate.json").read_text())

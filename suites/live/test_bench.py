@@ -30,7 +30,7 @@ def _bench_tokenizer(request: pytest.FixtureRequest, endpoint, launch_configs, t
     cfg = launch_configs.get(endpoint.config_id)
     if cfg is None:  # --server-url: bench falls back to the served model name
         return None
-    if cfg.model == "real":
+    if cfg.model == "real" and not opt("stand_in", default=None):
         from fixtures.server import REAL_MODEL_ID
 
         return REAL_MODEL_ID
