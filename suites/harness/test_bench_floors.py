@@ -316,3 +316,21 @@ def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_
     assert previous["output_throughput vs h20-tp4"] == 130.0
 
 
+
+
+def test_published_numbers_of_the_hardware_are_shown_but_do_not_gate_other_configurations(seed_workload):
+    floors = bench.load_floors()
+    slow = {"output_throughput": 200.0, "mean_ttft_ms": 100.0, "mean_tpot_ms": 3.0, "p99_tpot_ms": 4.0}
+    rows = bench.reference_rows(slow, profile="h100", config_id="gpu1", workload=seed_workload, floors=floors,
+                                gating=["baseline:h20-tp4-seed"])
+    by_metric = {r["metric"]: r for r in rows}
+    assert by_metric["output_throughput"]["floor"] == 566.84
+    assert by_metric["output_throughput"]["meets_reference"] is False and by_metric["output_throughput"]["pass"] is True
+    assert by_metric["mean_ttft_ms"]["meets_reference"] is True
+    assert all(r["gating"] is False for r in rows)
+    # where the profile gates the configuration (tp4 on H100) it is judged, not shown as a reference
+    assert bench.reference_rows(slow, profile="h100", config_id="tp4", workload=seed_workload, floors=floors,
+                                gating=["baseline:h20-tp4-seed", "profile:h100"]) == []
+    outcome = bench.GateOutcome("h100", rows, None)
+    _, _, verdicts, _ = bench.report_rows(outcome)
+    assert verdicts["output_throughput vs profile:h100 (reference only)"] == "info: short of reference"
