@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.live import MODES, LiveRun
+from fixtures.live import METRICS, MODES, LiveRun
 
 # The session run can take long on real hardware; every request has its own --live-timeout.
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(0)]
@@ -31,16 +31,6 @@ def _check(run: LiveRun, thresholds: dict, metric: str, mode: str, request) -> N
 
 
 # finish_with_tool_calls_rate is reported only, unless the thresholds file gives it a number.
-METRICS = [
-    "query_success_rate",
-    "finish_with_tool_calls_rate",
-    "trigger_agreement_rate",
-    "tool_call_accuracy",
-    "not_only_reasoning_rate",
-    "expectation_match_rate",
-]
-
-
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("mode", MODES)
 def test_live_metric(live_run, live_thresholds, mode, metric, request):
