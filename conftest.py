@@ -90,18 +90,18 @@ def tokenizer(tokenizer_dir: Path):
 
 
 @pytest.fixture
-def expect_deviation(request: pytest.FixtureRequest, vllm_version_str: str):
-    """Call with (case, parser, mode, tier): marks the test xfail when the case documents a known
-    vLLM deviation for this vLLM version, so a fixed vLLM (XPASS) fails the run (xfail_strict)."""
+def golden_verdict(request: pytest.FixtureRequest, vllm_version_str: str):
+    """Judge a golden test once its problems are known (rules: fixtures.golden.judge)."""
 
-    def apply(case: golden.GoldenCase, *, parser: str, mode: str, tier: str) -> None:
-        dev = case.deviation(vllm_version=vllm_version_str, parser=parser, mode=mode, tier=tier)
-        if dev is not None:
-            request.node.add_marker(
-                pytest.mark.xfail(reason=f"known vLLM {vllm_version_str} deviation: {dev.reason}", strict=True)
-            )
+    def judge(case: golden.GoldenCase, *, parser: str, mode: str, tier: str, problems: list[str]) -> None:
         request.node.user_properties.extend(
             [("vllm_version", vllm_version_str), ("case_id", case.id), ("parser", parser), ("mode", mode)]
         )
+        outcome, message = golden.judge(case, vllm_version=vllm_version_str, parser=parser, mode=mode, tier=tier,
+                                        problems=problems)
+        if outcome == "xfail":
+            pytest.xfail(message)
+        if outcome == "fail":
+            pytest.fail(message, pytrace=False)
 
-    return apply
+    return judge

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.golden import DEFAULT_CASES_DIR, GoldenFormatError, load_case, load_corpus
+from fixtures.golden import DEFAULT_CASES_DIR, GoldenFormatError, judge, load_case, load_corpus
 
 pytestmark = pytest.mark.harness
 
@@ -97,3 +97,17 @@ def test_golden_dir_outside_the_repo_runs(tmp_path):
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "2 passed" in out, out[-2000:]
+
+
+def test_judging_against_deviations():
+    case = load_case(GOOD)  # append_think non-stream/stream deviate on 0.26.0 and 0.32.0; minimax_m2 does not
+    kw = dict(parser="minimax_m2_append_think", mode="nonstream", tier="parser")
+    assert judge(case, vllm_version="0.32.0", problems=[], parser="minimax_m2", mode="stream", tier="parser") == ("pass", "")
+    outcome, msg = judge(case, vllm_version="0.32.0", problems=["content: ..."], **kw)
+    assert outcome == "xfail" and "0.32.0 deviation" in msg
+    outcome, msg = judge(case, vllm_version="0.32.0", problems=[], **kw)
+    assert outcome == "fail" and "no longer observed" in msg
+    outcome, msg = judge(case, vllm_version="0.32.0", problems=["[stream] request failed: APIError: boom"], **kw)
+    assert outcome == "fail" and "does not explain" in msg
+    outcome, msg = judge(case, vllm_version="0.40.0", problems=["content: ..."], **kw)
+    assert outcome == "fail", "a version outside the range is held to the expectation"

@@ -76,18 +76,16 @@ def _check(request, case, reasoning_parser, observed, label, extra=()):
     return [f"[{label}] {p}" for p in problems]
 
 
-def test_nonstream(golden_case, reasoning_parser, tokenizer, expect_deviation, request):
-    expect_deviation(golden_case, parser=reasoning_parser, mode="nonstream", tier="parser")
+def test_nonstream(golden_case, reasoning_parser, tokenizer, golden_verdict, request):
     ids = tokenizer.encode(golden_case.output, add_special_tokens=False)
     assert tokenizer.decode(ids, skip_special_tokens=False) == golden_case.output, "tokenizer round trip"
     driver = _driver(tokenizer, golden_case, reasoning_parser)
     observed = driver.parse(golden_case.output, ids, engine_finish=golden_case.finish)
     problems = _check(request, golden_case, reasoning_parser, observed, "non-stream")
-    assert not problems, f"{golden_case.id} ({golden_case.source}):\n" + "\n".join(problems)
+    golden_verdict(golden_case, parser=reasoning_parser, mode="nonstream", tier="parser", problems=problems)
 
 
-def test_stream(golden_case, reasoning_parser, tokenizer, expect_deviation, request):
-    expect_deviation(golden_case, parser=reasoning_parser, mode="stream", tier="parser")
+def test_stream(golden_case, reasoning_parser, tokenizer, golden_verdict, request):
     ids = tokenizer.encode(golden_case.output, add_special_tokens=False)
     driver = _driver(tokenizer, golden_case, reasoning_parser)
     nonstream = normalize_result(driver.parse(golden_case.output, ids, engine_finish=golden_case.finish))
@@ -101,4 +99,4 @@ def test_stream(golden_case, reasoning_parser, tokenizer, expect_deviation, requ
         problems += _check(request, golden_case, reasoning_parser, run.result, label, extra)
         if size >= len(ids):
             break
-    assert not problems, f"{golden_case.id} ({golden_case.source}):\n" + "\n".join(problems)
+    golden_verdict(golden_case, parser=reasoning_parser, mode="stream", tier="parser", problems=problems)

@@ -113,17 +113,15 @@ def _usage_problems(case, ids, out, label):
     return []
 
 
-def test_replay_nonstream(golden_case, reasoning_parser, replayed, expect_deviation, request):
-    expect_deviation(golden_case, parser=reasoning_parser, mode="nonstream", tier="server")
+def test_replay_nonstream(golden_case, reasoning_parser, replayed, golden_verdict, request):
     out = replayed["results"][(golden_case.id, False)]
     ids = replayed["ids"][golden_case.id]
     problems = _check(request, golden_case, reasoning_parser, out, "non-stream")
     problems += _usage_problems(golden_case, ids, out, "non-stream")
-    assert not problems, f"{golden_case.id} ({golden_case.source}):\n" + "\n".join(problems)
+    golden_verdict(golden_case, parser=reasoning_parser, mode="nonstream", tier="server", problems=problems)
 
 
-def test_replay_stream(golden_case, reasoning_parser, replayed, expect_deviation, request):
-    expect_deviation(golden_case, parser=reasoning_parser, mode="stream", tier="server")
+def test_replay_stream(golden_case, reasoning_parser, replayed, golden_verdict, request):
     out = replayed["results"][(golden_case.id, True)]
     nonstream = replayed["results"][(golden_case.id, False)]
     ids = replayed["ids"][golden_case.id]
@@ -135,4 +133,4 @@ def test_replay_stream(golden_case, reasoning_parser, replayed, expect_deviation
                 f"[stream] differs from non-stream: {normalize_result(out['result'])} "
                 f"!= {normalize_result(nonstream['result'])}"
             )
-    assert not problems, f"{golden_case.id} ({golden_case.source}):\n" + "\n".join(problems)
+    golden_verdict(golden_case, parser=reasoning_parser, mode="stream", tier="server", problems=problems)
