@@ -304,9 +304,9 @@ def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_
     monkeypatch.delattr(report, "record_bench_result", raising=False)
     bench.record("tp4", run, outcome)  # no report plugin: nothing happens
     seen = []
-    monkeypatch.setattr(report, "record_bench_result", lambda *a: seen.append(a), raising=False)
+    monkeypatch.setattr(report, "record_bench_result", lambda *a, **kw: seen.append(a + (kw,)), raising=False)
     bench.record("tp4", run, outcome)
-    config_id, metrics, floors, verdicts, previous = seen[0]
+    config_id, metrics, floors, verdicts, previous = seen[0][:5]
     assert config_id == "tp4"
     assert set(metrics) == {"failed", "output_throughput vs h20-tp4", "output_throughput vs h100",
                             "output_throughput vs previous green"}
@@ -314,6 +314,8 @@ def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_
     assert verdicts == {"failed": "pass", "output_throughput vs h20-tp4": "pass",
                         "output_throughput vs h100": "fail", "output_throughput vs previous green": "fail"}
     assert previous["output_throughput vs h20-tp4"] == 130.0
+    spread = seen[0][5]["spread"]
+    assert spread["output_throughput vs h100"].endswith("(1 run)") and spread.keys() <= metrics.keys()
 
 
 

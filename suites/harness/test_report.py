@@ -157,7 +157,7 @@ def test_gate_json_per_gate_verdicts(mixed_run):
     assert cfg["tp4"]["status"] == "skipped" and "needs more GPUs" in cfg["tp4"]["reason"]
     assert cfg["tp4-piecewise"] == {**cfg["tp4-piecewise"], "status": "skipped", "reason": "needs 4 GPUs", "gpus": 4}
     bench = gate["metrics"]["bench"]["tp4"]["output_throughput"]
-    assert bench == {"value": 120.5, "floor": 100.0, "verdict": "pass", "previous": 115.95}
+    assert bench == {"value": 120.5, "floor": 100.0, "verdict": "pass", "previous": 115.95, "spread": None}
     kinds = {(f["kind"], f.get("case_id")) for f in gate["findings"]}
     assert ("known-deviation", "m25-think-leak") in kinds
     assert ("failure", "tool-int-vs-str") in kinds
