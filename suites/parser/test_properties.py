@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from fixtures.golden import canonical_json, normalize_result
 from fixtures.reference import parse_output, render_tool_calls
+from fixtures.tokenizer import EOS_ID as EOS
 from fixtures.vllm_parsers import ParserDriver
 
 pytestmark = pytest.mark.parser
 
-EOS = 200020
 MESSAGES = [{"role": "user", "content": "Go."}]
 TIME_BUDGET_S = 2.0  # per adversarial input of at most a few thousand characters, both modes
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from fixtures.assemble import StreamAssembler, message_result, protocol_problems
-from fixtures.golden import GoldenCase, diff_results, normalize_result
+from fixtures.assemble import StreamAssembler, message_result
+from fixtures.golden import GoldenCase, normalize_result, result_problems
 from fixtures.report import record_golden_diff
 from fixtures.replay import SCRIPT_KEY
 
@@ -91,17 +91,10 @@ def replayed(request, server_factory, server_config, reasoning_parser):
 def _check(request, case, reasoning_parser, out, label):
     if "error" in out:
         return [f"[{label}] request failed: {out['error']}"]
-    expected = case.expected[reasoning_parser]
-    observed = out["result"]
-    problems = list(out["problems"])
-    differences = diff_results(expected, observed)
-    if differences:
-        record_golden_diff(request, case.id, reasoning_parser, label, normalize_result(expected), normalize_result(observed))
-    problems += differences
-    problems += protocol_problems(
-        observed, keep_think_markup=reasoning_parser == "minimax_m2_append_think", expected=expected
+    return [f"[{label}] {p}" for p in out["problems"]] + result_problems(
+        case, reasoning_parser, out["result"], label,
+        lambda expected, got: record_golden_diff(request, case.id, reasoning_parser, label, expected, got),
     )
-    return [f"[{label}] {p}" for p in problems]
 
 
 def _usage_problems(case, ids, out, label):
