@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from fixtures import golden
+from fixtures import golden, known, report
 from fixtures.env import vllm_version
 
 ROOT = Path(__file__).resolve().parent
@@ -29,6 +29,7 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _CORPUS = pytest.StashKey[list]()
+_KNOWN = pytest.StashKey[tuple]()  # (registry, records)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +42,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--tokenizer", metavar="PATH", default=None,
         help="a real MiniMax-M2 tokenizer folder instead of the one built in code",
     )
+    group.addoption(
+        "--known-dir", metavar="DIR", default=None,
+        help="recorded known vLLM behaviour to judge against (default golden/known; written by ./suite update-known)",
+    )
+    group.addoption(
+        "--findings", metavar="FILE", default=None,
+        help="findings registry naming the known behaviour (default golden/findings.yaml)",
+    )
+    group.addoption(
+        "--strict-known", action="store_true", default=False,
+        help="a cell whose recorded deviation is no longer observed (fixed) fails instead of passing with a note",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +62,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_CORPUS] = golden.load_corpus(Path(directory))
     except golden.GoldenFormatError as exc:
         raise pytest.UsageError(f"golden corpus: {exc}") from None
+    try:
+        registry = known.load_registry(Path(config.getoption("--findings") or known.DEFAULT_REGISTRY))
+        records = known.load_records(Path(config.getoption("--known-dir") or known.DEFAULT_KNOWN_DIR))
+    except golden.GoldenFormatError as exc:
+        raise pytest.UsageError(f"known behaviour: {exc}") from None
+    config.stash[_KNOWN] = (registry, records)
+    report.record_registry(registry)
     tok = config.getoption("--tokenizer")
     if tok and not (Path(tok) / "tokenizer_config.json").is_file():
         raise pytest.UsageError(f"--tokenizer {tok}: no tokenizer_config.json in that folder")
@@ -89,19 +109,37 @@ def tokenizer(tokenizer_dir: Path):
     return load_tokenizer(tokenizer_dir)
 
 
+def known_behaviour(config: pytest.Config) -> tuple[dict, dict]:
+    """(findings registry, known records) of this session (fixtures.known)."""
+    return config.stash[_KNOWN]
+
+
 @pytest.fixture
 def golden_verdict(request: pytest.FixtureRequest, vllm_version_str: str):
-    """Judge a golden test once its problems are known (rules: fixtures.golden.judge)."""
+    """Judge a cell once its observations are known (fixtures.known.judge): pass and fixed pass (fixed
+    fails under --strict-known), known and unstable are xfail naming the finding, changed and new fail.
+    Every observation goes to reports/observations.json for `./suite update-known`."""
 
-    def judge(case: golden.GoldenCase, *, parser: str, mode: str, tier: str, problems: list[str]) -> None:
-        request.node.user_properties.extend(
-            [("vllm_version", vllm_version_str), ("case_id", case.id), ("parser", parser), ("mode", mode)]
-        )
-        outcome, message = golden.judge(case, vllm_version=vllm_version_str, parser=parser, mode=mode, tier=tier,
-                                        problems=problems)
-        if outcome == "xfail":
-            pytest.xfail(message)
-        if outcome == "fail":
-            pytest.fail(message, pytrace=False)
+    def verdict(subject: str, *, parser: str, mode: str, tier: str,
+                observations: list[known.Observation]) -> known.Verdict:
+        registry, records = known_behaviour(request.config)
+        rec = records.get(subject)
+        result = known.judge(rec.cell(parser, mode) if rec else None, observations, registry)
+        case_id = subject.split("/", 1)[1]
+        request.node.user_properties.extend([
+            ("vllm_version", vllm_version_str), ("case_id", case_id), ("parser", parser), ("mode", mode),
+            ("known_verdict", result.kind), ("findings", result.findings),
+            ("cell", f"{subject}|{parser}|{mode}|{tier}"),
+        ] + ([("known_message", result.message)] if result.message else []))
+        report.record_observation({
+            "subject": subject, "parser": parser, "mode": mode, "tier": tier, "verdict": result.kind,
+            "observations": [{"label": o.label, "ok": o.ok, "signature": None if o.ok else o.signature}
+                             for o in observations],
+        })
+        if result.kind in ("known", "unstable"):
+            pytest.xfail(result.message)
+        if result.kind in known.FAILING or (result.kind == "fixed" and request.config.getoption("--strict-known")):
+            pytest.fail(f"{case_id}: {result.message}", pytrace=False)
+        return result
 
-    return judge
+    return verdict

@@ -112,7 +112,6 @@ def test_case_ids_and_sources(golden_case: golden.GoldenCase) -> None:
     assert golden_case.source == "format variant" or any(
         word in golden_case.source for word in ("vllm", "MiniMax", "REFERENCE")
     ), golden_case.source
-    assert not golden_case.deviations or all(d.reason for d in golden_case.deviations)
 
 
 # ------------------------------------------------------------------ (c) value conversion

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.golden import GoldenCase, normalize_result, result_problems
+from fixtures.golden import GoldenCase, check_answer, normalize_result
+from fixtures.known import Observation
 from fixtures.report import record_golden_diff
 from fixtures.tokenizer import check_minimax_tokens
 from fixtures.vllm_parsers import ParserDriver, chunked
@@ -44,13 +45,18 @@ def _driver(tokenizer, case: GoldenCase, reasoning_parser: str) -> ParserDriver:
     )
 
 
-def _check(request, case, reasoning_parser, observed, label, extra=()):
+def _observe(request, case, reasoning_parser, observed, label, *, protocol=(), extra=()) -> Observation:
+    """One label's observation: `protocol` problems are part of what vLLM did (its signature); `extra`
+    ones follow from other observations (stream vs non-stream) and only decide whether it passes."""
+
     def record(expected, got):  # one diff per test in the report: the first result that differs
         if not getattr(request.node, "_golden_diff_recorded", False):
             request.node._golden_diff_recorded = True
             record_golden_diff(request, case.id, reasoning_parser, label, expected, got)
 
-    return [f"[{label}] {p}" for p in extra] + result_problems(case, reasoning_parser, observed, label, record)
+    problems, signature = check_answer(case, reasoning_parser, observed, protocol=protocol, record=record)
+    problems += list(extra)
+    return Observation(label, not problems, signature, [f"[{label}] {p}" for p in problems])
 
 
 def test_nonstream(golden_case, reasoning_parser, tokenizer, golden_verdict, request):
@@ -58,25 +64,26 @@ def test_nonstream(golden_case, reasoning_parser, tokenizer, golden_verdict, req
     assert tokenizer.decode(ids, skip_special_tokens=False) == golden_case.output, "tokenizer round trip"
     driver = _driver(tokenizer, golden_case, reasoning_parser)
     observed = driver.parse(golden_case.output, ids, engine_finish=golden_case.finish)
-    problems = _check(request, golden_case, reasoning_parser, observed, "non-stream")
-    golden_verdict(golden_case, parser=reasoning_parser, mode="nonstream", tier="parser", problems=problems)
+    obs = _observe(request, golden_case, reasoning_parser, observed, "parser")
+    golden_verdict(golden_case.subject, parser=reasoning_parser, mode="nonstream", tier="parser", observations=[obs])
 
 
 def test_stream(golden_case, reasoning_parser, tokenizer, golden_verdict, request):
     ids = tokenizer.encode(golden_case.output, add_special_tokens=False)
     driver = _driver(tokenizer, golden_case, reasoning_parser)
     nonstream = normalize_result(driver.parse(golden_case.output, ids, engine_finish=golden_case.finish))
-    problems = []
+    observations = []
     for size in CHUNK_SIZES:
         run = driver.stream(chunked(ids, size), engine_finish=golden_case.finish)
-        label = "stream, whole output in one batch" if size >= len(ids) else f"stream, {size} token(s) per batch"
-        extra = list(run.problems)
+        label = "parser:whole" if size >= len(ids) else f"parser:{size}"
+        extra = []
         if normalize_result(run.result) != nonstream:
             extra.append(f"stream result differs from non-stream: {normalize_result(run.result)} != {nonstream}")
-        problems += _check(request, golden_case, reasoning_parser, run.result, label, extra)
+        observations.append(_observe(request, golden_case, reasoning_parser, run.result, label,
+                                     protocol=run.problems, extra=extra))
         if size >= len(ids):
             break
-    golden_verdict(golden_case, parser=reasoning_parser, mode="stream", tier="parser", problems=problems)
+    golden_verdict(golden_case.subject, parser=reasoning_parser, mode="stream", tier="parser", observations=observations)
 
 
 def test_tokenizer_has_the_minimax_tokens(tokenizer):

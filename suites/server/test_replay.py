@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from fixtures.assemble import StreamAssembler, message_result
-from fixtures.golden import GoldenCase, normalize_result, result_problems
+from fixtures import report
+from fixtures.golden import GoldenCase, check_answer, normalize_result
+from fixtures.known import Observation, error_signature
 from fixtures.report import record_golden_diff
 from fixtures.replay import SCRIPT_KEY
 
@@ -88,42 +90,41 @@ def replayed(request, server_factory, server_config, reasoning_parser):
     return _REPLAYS[key]
 
 
-def _check(request, case, reasoning_parser, out, label):
-    if "error" in out:
-        return [f"[{label}] request failed: {out['error']}"]
-    return [f"[{label}] {p}" for p in out["problems"]] + result_problems(
-        case, reasoning_parser, out["result"], label,
-        lambda expected, got: record_golden_diff(request, case.id, reasoning_parser, label, expected, got),
-    )
+_NOT_JUDGED = ("APITimeoutError", "APIConnectionError")  # the server was too slow or gone: no verdict on vLLM
 
 
-def _usage_problems(case, ids, out, label):
+def _observe(request, case, reasoning_parser, out, ids, *, extra=()) -> Observation:
+    """The server tier's one observation of a cell (label `server`). A request that failed outright is
+    observed as its error class and HTTP status; one that timed out cannot be judged (inconclusive)."""
+    label = "server"
     if "error" in out:
-        return []
+        if out["error"].startswith(_NOT_JUDGED):
+            report.inconclusive(f"{case.id}: {out['error']}")
+        return Observation(label, False, {"error": error_signature(out["error"])},
+                           [f"[{label}] request failed: {out['error']}"])
     want = len(ids) + (1 if case.finish == "stop" else 0)  # the script, then EOS
-    if out["usage"] != want:
-        return [f"[{label}] usage.completion_tokens {out['usage']} != {want} (script + EOS)"]
-    return []
+    usage = [] if out["usage"] == want else [f"usage.completion_tokens {out['usage']} != {want} (script + EOS)"]
+    problems, signature = check_answer(
+        case, reasoning_parser, out["result"], protocol=list(out["problems"]) + usage,
+        record=lambda expected, got: record_golden_diff(request, case.id, reasoning_parser, label, expected, got),
+    )
+    problems += list(extra)
+    return Observation(label, not problems, signature, [f"[{label}] {p}" for p in problems])
 
 
 def test_replay_nonstream(golden_case, reasoning_parser, replayed, golden_verdict, request):
     out = replayed["results"][(golden_case.id, False)]
-    ids = replayed["ids"][golden_case.id]
-    problems = _check(request, golden_case, reasoning_parser, out, "non-stream")
-    problems += _usage_problems(golden_case, ids, out, "non-stream")
-    golden_verdict(golden_case, parser=reasoning_parser, mode="nonstream", tier="server", problems=problems)
+    obs = _observe(request, golden_case, reasoning_parser, out, replayed["ids"][golden_case.id])
+    golden_verdict(golden_case.subject, parser=reasoning_parser, mode="nonstream", tier="server", observations=[obs])
 
 
 def test_replay_stream(golden_case, reasoning_parser, replayed, golden_verdict, request):
     out = replayed["results"][(golden_case.id, True)]
     nonstream = replayed["results"][(golden_case.id, False)]
-    ids = replayed["ids"][golden_case.id]
-    problems = _check(request, golden_case, reasoning_parser, out, "stream")
-    problems += _usage_problems(golden_case, ids, out, "stream")
+    extra = []
     if "error" not in out and "error" not in nonstream:
         if normalize_result(out["result"]) != normalize_result(nonstream["result"]):
-            problems.append(
-                f"[stream] differs from non-stream: {normalize_result(out['result'])} "
-                f"!= {normalize_result(nonstream['result'])}"
-            )
-    golden_verdict(golden_case, parser=reasoning_parser, mode="stream", tier="server", problems=problems)
+            extra.append(f"differs from non-stream: {normalize_result(out['result'])} "
+                         f"!= {normalize_result(nonstream['result'])}")
+    obs = _observe(request, golden_case, reasoning_parser, out, replayed["ids"][golden_case.id], extra=extra)
+    golden_verdict(golden_case.subject, parser=reasoning_parser, mode="stream", tier="server", observations=[obs])
