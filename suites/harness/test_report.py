@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -112,19 +115,32 @@ def test_bench_tp4():
 '''
 
 
-def run_pytest(workdir: Path, test_source: str, *args: str, env_extra: dict | None = None,
-               name: str = "test_synthetic.py") -> subprocess.CompletedProcess:
+def _prepare(workdir: Path, test_source: str, name: str, conftest: str, env_extra: dict | None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "conftest.py").write_text(textwrap.dedent(CONFTEST))
+    (workdir / "conftest.py").write_text(textwrap.dedent(conftest))
     (workdir / "pytest.ini").write_text(PYTEST_INI)
     (workdir / name).write_text(textwrap.dedent(test_source))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(env_extra or {})
+    return env
+
+
+def run_pytest(workdir: Path, test_source: str, *args: str, env_extra: dict | None = None,
+               name: str = "test_synthetic.py", conftest: str = CONFTEST) -> subprocess.CompletedProcess:
+    env = _prepare(workdir, test_source, name, conftest, env_extra)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "fixtures.report", "-rA", *args],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=120,
     )
+
+
+def popen_pytest(workdir: Path, test_source: str, *args: str, conftest: str = CONFTEST,
+                 plugins: tuple[str, ...] = ("fixtures.report",)) -> subprocess.Popen:
+    env = _prepare(workdir, test_source, "test_synthetic.py", conftest, None)
+    plugin_args = [a for p in plugins for a in ("-p", p)]
+    return subprocess.Popen([sys.executable, "-m", "pytest", *plugin_args, "-rA", *args], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +285,14 @@ def test_interrupted_run_cannot_pass(tmp_path):
     ''', "--report-dir=reports")
     gate = json.loads((tmp_path / "int" / "reports" / "gate.json").read_text())
     assert proc.returncode == 2
-    assert gate["verdict"] == "fail" and "interrupted" in gate["reason"], gate["reason"]
+    assert gate["verdict"] == "inconclusive" and "interrupted (Ctrl-C)" in gate["reason"], gate["reason"]
+    # outcomes are what pytest decided: test_b and test_c got none, so they are not-run, not passed
+    assert gate["tests"] == {"test_synthetic.py::test_a": "passed", "test_synthetic.py::test_b": "not-run",
+                             "test_synthetic.py::test_c": "not-run"}
+    parser = gate["gates"]["parser"]
+    assert (parser["status"], parser["passed"], parser["not_run"]) == ("inconclusive", 1, 2)
+    assert gate["tiers"]["parser"]["not_run"] == 2
+    assert gate["interruption"]["reason"] == "interrupted (Ctrl-C)"
 
 
 def test_records_from_xdist_workers_reach_the_report(tmp_path):
@@ -290,6 +313,402 @@ def test_compare_function_aligns_rootdirs():
     assert c["tests_flipped"] == [{"nodeid": "sub/t.py::a", "old": "failed", "new": "passed"}]
     assert c["gates_flipped"][0] == {"gate": "parser", "old": "fail", "new": "pass"}
     assert "vLLM 1 (?) -> 2 (?)" in rp.comparison_lines(c)[0]
+
+
+# ---------------------------------------------------------------- outcomes, stale files, SIGTERM, inconclusive
+
+NO_OUTCOME_CONFTEST = CONFTEST + '''
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    if item.name == "test_run_by_nobody":
+        return True  # claimed by a plugin that never runs it: pytest decides no outcome for it
+'''
+
+
+def test_test_without_outcome_is_not_run(tmp_path):
+    proc = run_pytest(tmp_path / "none", '''
+        import pytest
+        @pytest.mark.parser
+        def test_a(): pass
+        @pytest.mark.parser
+        def test_run_by_nobody(): pass
+    ''', "--report-dir=reports", conftest=NO_OUTCOME_CONFTEST)
+    gate = json.loads((tmp_path / "none" / "reports" / "gate.json").read_text())
+    assert proc.returncode == 0  # pytest itself saw nothing fail
+    assert gate["tests"]["test_synthetic.py::test_run_by_nobody"] == "not-run"
+    parser = gate["gates"]["parser"]
+    assert (parser["status"], parser["passed"], parser["not_run"]) == ("inconclusive", 1, 1)
+    assert gate["verdict"] == "inconclusive" and "parser (0 inconclusive, 1 not run)" in gate["reason"]
+    assert gate["metrics"]["tests"]["not_run"] == 1 and gate["metrics"]["tests"]["ran"] == 1
+
+
+def test_interrupted_server_boot_does_not_pass_the_server_gate(tmp_path):
+    """Ctrl-C while a server fixture boots: the test never got an outcome, so the gate is not pass."""
+    run_pytest(tmp_path / "boot", '''
+        import pytest
+        @pytest.fixture
+        def booted_server():
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the boot
+        @pytest.mark.server
+        @pytest.mark.parametrize("config_id", ["cpu"])
+        def test_launch(config_id): pass
+        @pytest.mark.server
+        @pytest.mark.parametrize("config_id", ["cpu"])
+        def test_replay(config_id, booted_server): pass
+    ''', "--report-dir=reports")
+    gate = json.loads((tmp_path / "boot" / "reports" / "gate.json").read_text())
+    server = gate["gates"]["server"]
+    assert (server["status"], server["passed"], server["not_run"]) == ("inconclusive", 1, 1), server
+    assert gate["verdict"] == "inconclusive" and gate["configurations"]["cpu"]["not_run"] == 1
+
+
+def test_stale_outputs_removed_at_start(tmp_path):
+    work = tmp_path / "stale"
+    rd = work / "reports"
+    rd.mkdir(parents=True)
+    stale = {"gate.json": '{"verdict": "pass", "run_id": "old"}', "report.html": "<html>old pass</html>",
+             "junit.xml": "<testsuite/>", "observations.json": "{}"}
+    for name, text in stale.items():
+        (rd / name).write_text(text)
+    source = '''
+        import pytest
+        @pytest.mark.parser
+        def test_a(): pass
+    '''
+    run_pytest(work, source, "--report-dir=reports", "--collect-only")
+    assert (rd / "gate.json").read_text() == stale["gate.json"]  # --collect-only leaves an earlier verdict alone
+    proc = run_pytest(work, source, "--report-dir=reports", f"--compare-with={tmp_path / 'missing.json'}")
+    assert proc.returncode == 4  # a usage error after the start: no verdict at all, never the old one
+    assert not [name for name in stale if (rd / name).exists()], sorted(p.name for p in rd.iterdir())
+    run_pytest(work, source, "--report-dir=reports")
+    gate = json.loads((rd / "gate.json").read_text())
+    obs = json.loads((rd / "observations.json").read_text())
+    assert gate["verdict"] == "pass" and gate["final"] is True and gate["interruption"] is None
+    assert len(gate["run_id"]) == 32 and gate["run_id"] == obs["run_id"]
+    assert gate["started"] <= gate["created"]
+
+
+SIGTERM_SOURCE = '''
+import time
+from pathlib import Path
+import pytest
+
+@pytest.mark.parser
+def test_first(): pass
+
+@pytest.mark.parser
+def test_sleeps():
+    Path("started").write_text("1")
+    time.sleep(300)
+
+@pytest.mark.parser
+def test_never_reached(): pass
+'''
+
+# A stand-in for a booted server, registered where fixtures.server keeps its live servers: its stop()
+# notes who called it (the first caller must be fixtures.server's signal handler, reached through ours).
+FAKE_SERVER = '''
+import inspect
+import subprocess
+from fixtures import server as server_plugin
+
+
+class FakeServer:
+    def __init__(self):
+        self.proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+
+    def stop(self, grace=20.0):
+        if server_plugin._LIVE.pop(self.proc.pid, None) is None:
+            return
+        Path("server-stopped-by").write_text(" ".join(f.function for f in inspect.stack()))
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fake_server():
+    srv = FakeServer()
+    server_plugin._LIVE[srv.proc.pid] = srv
+    yield srv
+    srv.stop()
+'''
+
+MARKERS_CONFTEST = '''
+def pytest_configure(config):
+    for m in ("parser", "server", "gpu", "bench", "harness"):
+        config.addinivalue_line("markers", m + ": tier")
+'''
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None or path.exists(), proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"{path.name} did not appear in {seconds} s"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("variant", ["plain", "with-server-plugin", "xdist"])
+def test_sigterm_writes_inconclusive_verdict(tmp_path, variant, record_property):
+    """A real SIGTERM to a real pytest process (as from `timeout`, a CI cancel, `docker stop`)."""
+    work = tmp_path / variant
+    args = {"plain": (), "with-server-plugin": (), "xdist": ("-n", "2")}[variant]
+    # fixtures.server installs its own SIGTERM handler (stop every server, then the previous handler)
+    with_server = variant == "with-server-plugin"
+    plugins = ("fixtures.server", "fixtures.report") if with_server else ("fixtures.report",)
+    source = SIGTERM_SOURCE + (FAKE_SERVER if with_server else "")
+    proc = popen_pytest(work, source, "--report-dir=reports", *args, conftest=MARKERS_CONFTEST, plugins=plugins)
+    try:
+        _wait_for(work / "started", proc, 90)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _wait_for(work / "reports" / "gate.json", proc, 60)
+        to_verdict = time.monotonic() - sent
+        out, _ = proc.communicate(timeout=60)
+        to_exit = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    record_property("sigterm_to_gate_json_s", round(to_verdict, 3))
+    record_property("sigterm_to_exit_s", round(to_exit, 3))
+    print(f"{variant}: SIGTERM -> gate.json {to_verdict:.3f} s, -> exit {to_exit:.3f} s")
+    assert to_verdict < 30
+    assert proc.returncode == 2, out[-3000:]  # stopped as on Ctrl-C, not killed by the signal
+    gate = json.loads((work / "reports" / "gate.json").read_text())
+    assert gate["final"] is True
+    assert gate["verdict"] == "inconclusive" and "terminated (SIGTERM)" in gate["reason"], gate["reason"]
+    assert gate["interruption"]["signal"] == "SIGTERM"
+    assert gate["tests"]["test_synthetic.py::test_sleeps"] == "not-run"
+    # under xdist test_first runs beside test_sleeps: its report may not have reached the controller
+    assert gate["tests"]["test_synthetic.py::test_first"] in ({"passed", "not-run"} if args else {"passed"})
+    assert gate["gates"]["parser"]["status"] == "inconclusive"  # xdist too: workers tell the tiers they collected
+    assert gate["tiers"]["parser"]["not_run"] >= 1 and "unknown" not in gate["tiers"]
+    assert not list((work / "reports").glob(".collected-*"))
+    page = (work / "reports" / "report.html").read_text()
+    assert "mm-banner mm-inconclusive" in page and "terminated (SIGTERM)" in page
+    props = {p.get("name"): p.get("value") for p in ET.parse(work / "reports" / "junit.xml").iter("property")}
+    assert props["minimax_verdict"] == "inconclusive" and "terminated (SIGTERM)" in props["minimax_verdict_reason"]
+    assert "release verdict: INCONCLUSIVE" in out
+    if with_server:  # our handler ran first (early verdict), then fixtures.server's stopped its servers
+        callers = (work / "server-stopped-by").read_text().split()
+        assert callers[:4] == ["stop", "stop_all", "handler", "outer"], callers
+
+
+INCONCLUSIVE_SOURCE = '''
+import pytest
+from fixtures import report
+
+@pytest.fixture
+def metrics_endpoint():
+    report.inconclusive("the server exposes no /metrics endpoint")
+
+@pytest.mark.parser
+def test_ok(): pass
+
+@pytest.mark.parser
+def test_cannot_judge():
+    report.inconclusive("no tokenizer with the real vocabulary here")
+
+@pytest.mark.server
+def test_needs_metrics(metrics_endpoint): pass
+'''
+
+
+def test_inconclusive_tests_make_the_gate_inconclusive_not_fail(tmp_path):
+    proc = run_pytest(tmp_path / "inc", INCONCLUSIVE_SOURCE, "--report-dir=reports")
+    rd = tmp_path / "inc" / "reports"
+    gate = json.loads((rd / "gate.json").read_text())
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    parser, server = gate["gates"]["parser"], gate["gates"]["server"]
+    assert (parser["status"], parser["passed"], parser["inconclusive"], parser["skipped"]) == ("inconclusive", 1, 1, 0)
+    assert parser["inconclusives"] == [{"nodeid": "test_synthetic.py::test_cannot_judge",
+                                        "reason": "no tokenizer with the real vocabulary here"}]
+    assert (server["status"], server["inconclusive"]) == ("inconclusive", 1)  # declared in a fixture
+    assert gate["verdict"] == "inconclusive" and "inconclusive gate(s): parser" in gate["reason"]
+    assert gate["tests"]["test_synthetic.py::test_cannot_judge"] == "inconclusive"
+    assert "release verdict: INCONCLUSIVE" in proc.stdout and "inconclusive=1" in proc.stdout
+    case = next(c for c in ET.parse(rd / "junit.xml").iter("testcase") if c.get("name") == "test_cannot_judge")
+    assert case.find("skipped").get("message").startswith("inconclusive: no tokenizer")
+    assert {p.get("name"): p.get("value") for p in case.iter("property")}["inconclusive"].startswith("no tokenizer")
+    page = (rd / "report.html").read_text()
+    assert "mm-banner mm-inconclusive" in page and "Release verdict: INCONCLUSIVE" in page
+    # fail > inconclusive: a real failure elsewhere still fails the run
+    failing = INCONCLUSIVE_SOURCE + '''
+@pytest.mark.server
+def test_broken(): assert False, "HTTP 500"
+'''
+    run_pytest(tmp_path / "inc-fail", failing, "--report-dir=reports")
+    gate = json.loads((tmp_path / "inc-fail" / "reports" / "gate.json").read_text())
+    assert gate["verdict"] == "fail" and gate["reason"] == "failed gate(s): server"
+    assert gate["gates"]["parser"]["status"] == "inconclusive"
+
+
+def test_inconclusive_records_the_reason_and_skips(request):
+    with pytest.raises(pytest.skip.Exception, match="^inconclusive: nothing to judge"):
+        rp.inconclusive("nothing to judge")
+    assert ("inconclusive", "nothing to judge") in request.node.user_properties
+    request.node.user_properties.remove(("inconclusive", "nothing to judge"))  # this test itself passed
+
+
+# ---------------------------------------------------------------- known-behaviour cells, observations
+
+KNOWN_SOURCE = '''
+import pytest
+from fixtures import report
+
+REGISTRY = {"think-end-swallowed": {"title": "</think> swallowed from content", "tiers": ["parser"]},
+            "param-whitespace-kept": {"title": "parameter values keep their whitespace"}}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def registry():
+    report.record_registry(REGISTRY)
+
+
+CELLS = [
+    ("parser/think-a", "minimax_m2", "stream", "parser", "pass", []),
+    ("parser/think-b", "minimax_m2_append_think", "stream", "parser", "known", ["think-end-swallowed"]),
+    ("parser/think-b", "minimax_m2_append_think", "non-stream", "parser", "known", ["think-end-swallowed"]),
+    ("parser/ws", "minimax_m2", "stream", "parser", "fixed", ["param-whitespace-kept"]),
+    ("parser/ws2", "minimax_m2", "stream", "parser", "changed", ["param-whitespace-kept"]),
+    ("server/new", "minimax_m2", "stream", "server", "new", []),
+    ("server/flaky", "minimax_m2", "non-stream", "server", "unstable", ["think-end-swallowed"]),
+]
+
+
+@pytest.mark.parametrize("subject,parser,mode,tier,verdict,findings",
+                         [pytest.param(*c, marks=getattr(pytest.mark, c[3])) for c in CELLS])
+def test_cell(request, subject, parser, mode, tier, verdict, findings):
+    message = {"fixed": "values come back stripped now", "changed": "whitespace differs from the record",
+               "new": "tool call arguments are a string"}.get(verdict)
+    request.node.user_properties.extend([("known_verdict", verdict), ("findings", findings),
+                                         ("cell", f"{subject}|{parser}|{mode}|{tier}")]
+                                        + ([("known_message", message)] if message else []))
+    report.record_observation({"subject": subject, "parser": parser, "mode": mode, "tier": tier,
+                               "verdict": verdict, "note": "sent with key " + request.config.getoption("--api-key")})
+    if verdict in ("known", "unstable"):
+        pytest.xfail(message or verdict)
+    if verdict in ("changed", "new"):
+        pytest.fail(message, pytrace=False)
+
+
+@pytest.mark.parser
+@pytest.mark.xfail(reason="legacy deviation without a findings property", strict=True)
+def test_legacy_known():
+    assert False
+'''
+
+CELL = {
+    "think-a": "parser/think-a|minimax_m2|stream|parser",
+    "think-b-s": "parser/think-b|minimax_m2_append_think|stream|parser",
+    "think-b-n": "parser/think-b|minimax_m2_append_think|non-stream|parser",
+    "ws": "parser/ws|minimax_m2|stream|parser",
+    "ws2": "parser/ws2|minimax_m2|stream|parser",
+    "new": "server/new|minimax_m2|stream|server",
+    "flaky": "server/flaky|minimax_m2|non-stream|server",
+}
+
+
+@pytest.fixture(scope="module")
+def known_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("known")
+    proc = run_pytest(work, KNOWN_SOURCE, "--report-dir=reports", "--api-key", SECRET)
+    assert (work / "reports" / "gate.json").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, work / "reports", json.loads((work / "reports" / "gate.json").read_text())
+
+
+def test_known_verdicts_counted_per_gate_and_cell(known_run):
+    _, _, gate = known_run
+    parser, server = gate["gates"]["parser"], gate["gates"]["server"]
+    assert {k: parser[k] for k in ("known", "fixed", "changed", "new", "unstable")} == \
+        {"known": 2, "fixed": 1, "changed": 1, "new": 0, "unstable": 0}
+    assert (parser["passed"], parser["xfailed"], parser["failed"]) == (2, 3, 1)  # fixed passes, known xfails
+    assert {k: server[k] for k in ("known", "fixed", "changed", "new", "unstable")} == \
+        {"known": 0, "fixed": 0, "changed": 0, "new": 1, "unstable": 1}
+    assert gate["cells"] == {CELL["think-a"]: "pass", CELL["think-b-s"]: "known", CELL["think-b-n"]: "known",
+                             CELL["ws"]: "fixed", CELL["ws2"]: "changed", CELL["new"]: "new",
+                             CELL["flaky"]: "unstable"}
+    assert [(c["verdict"], c["cell"]) for c in gate["known_changes"]] == \
+        [("new", CELL["new"]), ("changed", CELL["ws2"]), ("fixed", CELL["ws"])]
+
+
+def test_findings_grouped_by_finding_id(known_run):
+    proc, rd, gate = known_run
+    by_id = {f["id"]: f for f in gate["findings"] if "id" in f}
+    think = by_id["think-end-swallowed"]
+    assert think["title"] == "</think> swallowed from content" and think["count"] == 3
+    assert think["cells"] == sorted([CELL["think-b-s"], CELL["think-b-n"], CELL["flaky"]])
+    ws = by_id["param-whitespace-kept"]
+    assert ws["verdicts"] == {CELL["ws"]: "fixed", CELL["ws2"]: "changed"} and ws["count"] == 2
+    # tests without a findings property keep the per-test entries and their grouping
+    legacy = [f for f in gate["findings"] if "id" not in f]
+    assert sorted((f["kind"], f["nodeid"].split("::")[1][:20]) for f in legacy) == [
+        ("failure", "test_cell[server/new"), ("known-deviation", "test_legacy_known")]
+    assert [g["tests"] for g in rp.group_findings(gate["findings"])] == [1, 1]
+    fixed_line = f"fixed: {CELL['ws']} no longer shows finding param-whitespace-kept " \
+                 "(parameter values keep their whitespace)"
+    assert fixed_line in proc.stdout
+    page = (rd / "report.html").read_text()
+    # fixed / changed / new right under the banner, before the environment and gate tables
+    assert page.index('id="mm-verdict-banner"') < page.index('id="mm-known-changes"') < page.index('id="mm-env"')
+    assert html_escape(fixed_line) in page and "mm-att-changed" in page and "mm-att-new" in page
+    assert 'id="mm-findings-by-id"' in page and "&lt;/think&gt; swallowed from content" in page
+    assert 'id="mm-findings-grouped"' in page
+
+
+def test_observations_written_with_run_id_and_versions(known_run):
+    _, rd, gate = known_run
+    obs = json.loads((rd / "observations.json").read_text())
+    assert obs["schema"] == "minimax-m2-observations/1"
+    assert obs["run_id"] == gate["run_id"] and obs["versions"] == gate["versions"]
+    assert sorted((o["subject"], o["mode"]) for o in obs["observations"]) == \
+        sorted((c.split("|")[0], c.split("|")[2]) for c in CELL.values())
+    assert SECRET not in (rd / "observations.json").read_text()
+    assert all(o["note"] == "sent with key [REDACTED]" for o in obs["observations"])
+
+
+def test_known_verdicts_and_observations_from_xdist_workers(known_run, tmp_path):
+    _, _, serial = known_run
+    proc = run_pytest(tmp_path, KNOWN_SOURCE, "-n", "2", "--report-dir=reports", "--api-key", SECRET)
+    gate = json.loads((tmp_path / "reports" / "gate.json").read_text())
+    obs = json.loads((tmp_path / "reports" / "observations.json").read_text())
+    assert gate["cells"] == serial["cells"], proc.stdout[-3000:]
+    assert len(obs["observations"]) == len(CELL)
+    assert {f["id"]: f["title"] for f in gate["findings"] if "id" in f} == \
+        {f["id"]: f["title"] for f in serial["findings"] if "id" in f}
+
+
+def test_compare_with_lists_cell_transitions(known_run, tmp_path):
+    _, _, gate = known_run
+    old = dict(gate)
+    old["cells"] = {**gate["cells"], CELL["ws"]: "known", CELL["ws2"]: "known", CELL["think-b-s"]: "pass",
+                    "parser/gone|minimax_m2|stream|parser": "known"}
+    del old["cells"][CELL["new"]]
+    old_path = tmp_path / "old-gate.json"
+    old_path.write_text(json.dumps(old))
+    proc = run_pytest(tmp_path / "new", KNOWN_SOURCE, "--report-dir=reports", "--api-key", SECRET,
+                      f"--compare-with={old_path}")
+    c = json.loads((tmp_path / "new" / "reports" / "gate.json").read_text())["comparison"]
+    assert sorted(c["cells_changed"], key=lambda x: x["new"]) == [
+        {"cell": CELL["ws2"], "old": "known", "new": "changed"},
+        {"cell": CELL["ws"], "old": "known", "new": "fixed"},
+        {"cell": CELL["think-b-s"], "old": "pass", "new": "known"}]
+    assert c["cells_added"] == [{"cell": CELL["new"], "new": "new"}]
+    assert c["cells_removed"] == [{"cell": "parser/gone|minimax_m2|stream|parser", "old": "known"}]
+    assert f"cell {CELL['ws']}: known -> fixed" in proc.stdout
+    page = (tmp_path / "new" / "reports" / "report.html").read_text()
+    assert 'id="mm-cells-changed"' in page
+
+
+def test_compare_function_cells():
+    old = {"cells": {"a|p|m|t": "pass", "b|p|m|t": "known"}}
+    new = {"cells": {"a|p|m|t": "known", "b|p|m|t": "known"}}
+    c = rp.compare(old, new)
+    assert c["cells_changed"] == [{"cell": "a|p|m|t", "old": "pass", "new": "known"}]
+    assert "cell a|p|m|t: pass -> known" in rp.comparison_lines(c)
+    # an old gate.json without cells (before this field existed) lists no additions
+    assert rp.compare({}, new)["cells_added"] == []
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
