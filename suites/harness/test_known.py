@@ -98,7 +98,7 @@ def test_update_records_new_as_unassigned_confirms_known_and_removes_fixed(tmp_p
     records: dict = {}
     s = known.update(records, [_item("parser:1", "A"), _item("server", "A")], "0.32.0")
     cell = records["cases/c"].cell("minimax_m2_append_think", "stream")
-    assert len(s.added) == 1 and s.confirmed == 1  # the server saw the same: shares the variant
+    assert len(s.added) == 1 and s.confirmed == 0  # the server saw the same: shares the new variant
     assert cell.variants[0].where == ["parser:1", "server"] and cell.variants[0].findings == [known.UNASSIGNED]
     cell.variants[0].findings = ["think-end-swallowed"]
     s = known.update(records, [_item("parser:1", "A")], "0.33.0")
@@ -168,7 +168,7 @@ def _verdicts(gate: dict) -> dict[str, str]:
 
 def _corpus(tmp_path: Path, **replace: str) -> Path:
     corpus = tmp_path / "cases"
-    corpus.mkdir(exist_ok=True)
+    corpus.mkdir(parents=True, exist_ok=True)
     text = (DEFAULT_CASES_DIR / f"{CASE}.yaml").read_text()
     for old, new in replace.items():
         assert old in text
