@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import bench
+from fixtures import bench, bench_profiles
 
 pytestmark = pytest.mark.harness
 
@@ -336,3 +336,61 @@ def test_published_numbers_of_the_hardware_are_shown_but_do_not_gate_other_confi
     outcome = bench.GateOutcome("h100", rows, None)
     _, _, verdicts, _ = bench.report_rows(outcome)
     assert verdicts["output_throughput vs profile:h100 (reference only)"] == "info: short of reference"
+
+
+# ------------------------------------------------------------------------------------ measured profiles
+
+
+def _samples(values, config="tp4", model="full"):
+    return [{"profile": "h200", "config": config, "model": model, "workload": "seed", "vllm": "0.26.0",
+             "date": "2026-11-27", "metrics": {"output_throughput": v, "mean_tpot_ms": 1000.0 / v}} for v in values]
+
+
+def test_measured_floor_median_and_band_from_spread(floors):
+    fs = bench_profiles.floor_set(_samples([1000, 1100, 1200, 1150]), profile="h200", config_id="tp4",
+                                  model="full", workload_key="seed", metrics=floors["metrics"], tolerance=0.10)
+    assert fs["gating"] and fs["n"] == 4 and fs["values"]["output_throughput"] == 1125
+    # MAD = median(|x - 1125|) = 50 -> 3 x MAD / median = 13.3 % > 10 %
+    assert fs["bands"]["output_throughput"] == pytest.approx(150 / 1125)
+    tight = bench_profiles.floor_set(_samples([1000, 1001, 1002]), profile="h200", config_id="tp4", model="full",
+                                     workload_key="seed", metrics=floors["metrics"], tolerance=0.10)
+    assert tight["bands"]["output_throughput"] == 0.10, "never narrower than the floors' tolerance"
+    assert bench_profiles.floor_set(_samples([1000]), profile="h200", config_id="tp4-piecewise", model="full",
+                                    workload_key="seed", metrics=floors["metrics"], tolerance=0.1) is None
+
+
+def test_measured_floor_gates_from_three_samples_and_only_its_configuration(floors, seed_workload, tmp_path):
+    store = bench.HistoryStore(tmp_path)
+    slow = scaled(SEED_RESULT, output_throughput=1000 / 115.95 * 0.7)  # 700 tok/s: 30 % under 1000
+    run = bench.BenchRun(seed_workload, [slow], [], bench.aggregate([slow]), {"requests": 0})
+    judge = lambda samples, config="tp4": bench.judge(run, config_id=config, profile="h200", history=store,  # noqa: E731
+                                                      floors=floors, model="full", samples=samples)
+    two = judge(_samples([1000, 1000]))
+    assert two.passed and any("reference only" in r["check"] and not r["meets_reference"] for r in two.rows)
+    three = judge(_samples([990, 1000, 1010]))
+    assert [(r["check"], r["metric"]) for r in three.rows if not r["pass"]] == [
+        ("measured:h200/tp4/full", "output_throughput"), ("measured:h200/tp4/full", "mean_tpot_ms")]
+    assert judge(_samples([990, 1000, 1010]), config="tp4-piecewise").passed, "another configuration's samples"
+
+
+def test_regression_band_widens_with_the_previous_runs_spread(floors, seed_workload, tmp_path):
+    store = bench.HistoryStore(tmp_path)
+    noisy = [scaled(SEED_RESULT, output_throughput=f) for f in (0.8, 1.0, 1.2)]
+    store.write(config_id="tp4", gpu_profile="h20", workload=seed_workload, vllm_version="0.1",
+                spread=bench.aggregate(noisy))
+    down15 = scaled(SEED_RESULT, output_throughput=0.85)
+    rows = bench.evaluate_regression(down15, store.latest("tp4", "h20", "seed"), floors=floors)
+    row = next(r for r in rows if r["metric"] == "output_throughput")
+    assert row["tolerance"] == pytest.approx(0.4) and row["pass"], "a 15 % drop inside a 40 % measured spread"
+
+
+def test_samples_of_a_run_carry_provenance(floors, tmp_path):
+    s = bench_profiles.samples_of_run([SEED_RESULT, SEED_RESULT], profile="h100", config_id="gpu1", model="reduced",
+                                      workload_key="seed", vllm_version="0.26.0", metrics=floors["metrics"],
+                                      gpus=[{"name": "NVIDIA H100 80GB HBM3"}], date="2026-11-27")
+    assert len(s) == 2 and s[0]["weights"] == "dummy" and s[0]["gpus"] == "1x NVIDIA H100 80GB HBM3"
+    src = tmp_path / "new.json"
+    src.write_text(json.dumps(s))
+    dest = tmp_path / "samples.yaml"
+    assert bench_profiles.add(src, dest) == 2 and bench_profiles.add(src, dest) == 2
+    assert len(bench_profiles.load_samples(dest)) == 4
