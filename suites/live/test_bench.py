@@ -99,12 +99,20 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
     workload = bench_settings.workload(default_scale="seed")
     profile = bench_settings.profile(bench.gpu_names_from_inventory(gpus))
     model = _model_kind(request, endpoint, launch_configs)
+
+    def keep_sample(result: dict) -> None:  # each measured run at once: an interrupted run keeps its samples
+        saved = _save_samples(request, bench_profiles.samples_of_run(
+            [result], profile=profile, config_id=endpoint.config_id, model=model, workload_key=workload.key(),
+            vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"]))
+        record_property("bench_samples_file", str(saved))
+
     try:
         run = bench.run_bench(
             base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
             tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
             warmup=bench_settings.warmup_or(bench.GPU_DEFAULTS["warmup"]),
             repeat=bench_settings.repeat_or(bench.GPU_DEFAULTS["repeat"]), timeout=bench_settings.timeout,
+            on_result=keep_sample,
         )
     except bench.WarmupError as exc:
         report.inconclusive(f"{endpoint.config_id}: {exc} (server log: {endpoint.log_path})")
@@ -112,10 +120,6 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
                           floors=floors, model=model)
     _report(record_property, run, outcome, endpoint)
     bench.record(endpoint.config_id, run, outcome)
-    saved = _save_samples(request, bench_profiles.samples_of_run(
-        run.results, profile=profile, config_id=endpoint.config_id, model=model, workload_key=workload.key(),
-        vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"]))
-    record_property("bench_samples_file", str(saved))
     summary = (f"config {endpoint.config_id}, GPU profile {profile} ({len(gpus)}x "
                f"{gpus[0]['name'] if gpus else 'remote'}), vLLM {vllm_version_str}, workload {workload.key()}, "
                f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench.format_rows(outcome.rows)}")
