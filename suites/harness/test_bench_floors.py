@@ -341,25 +341,35 @@ def test_published_numbers_of_the_hardware_are_shown_but_do_not_gate_other_confi
 # ------------------------------------------------------------------------------------ measured profiles
 
 
-def _samples(values, config="tp4", model="full"):
+def _samples(values, config="tp4", model="full", per_session=1):
+    """One sample per value; `per_session` consecutive values share a session (repeats of one server)."""
     return [{"profile": "h200", "config": config, "model": model, "workload": "seed", "vllm": "0.26.0",
-             "date": "2026-11-27", "metrics": {"output_throughput": v, "mean_tpot_ms": 1000.0 / v}} for v in values]
+             "session": f"s{i // per_session}", "date": "2026-11-27",
+             "metrics": {"output_throughput": v, "mean_tpot_ms": 1000.0 / v}} for i, v in enumerate(values)]
 
 
-def test_measured_floor_median_and_band_from_spread(floors):
-    fs = bench_profiles.floor_set(_samples([1000, 1100, 1200, 1150]), profile="h200", config_id="tp4",
-                                  model="full", workload_key="seed", metrics=floors["metrics"], tolerance=0.10)
+def _floor(floors, samples, config="tp4"):
+    tol = {m: bench.tolerance_for(m, floors["regression_tolerance"]) for m in floors["metrics"]}
+    return bench_profiles.floor_set(samples, profile="h200", config_id=config, model="full", workload_key="seed",
+                                    metrics=floors["metrics"], tolerance=tol)
+
+
+def test_measured_floor_from_session_medians_and_their_spread(floors):
+    fs = _floor(floors, _samples([1000, 1100, 1200, 1150]))
     assert fs["gating"] and fs["n"] == 4 and fs["values"]["output_throughput"] == 1125
-    # MAD = median(|x - 1125|) = 50 -> 3 x MAD / median = 13.3 % > 10 %
+    # MAD of the session medians = 50 -> 3 x MAD / median = 13.3 % > the 10 % tolerance
     assert fs["bands"]["output_throughput"] == pytest.approx(150 / 1125)
-    tight = bench_profiles.floor_set(_samples([1000, 1001, 1002]), profile="h200", config_id="tp4", model="full",
-                                     workload_key="seed", metrics=floors["metrics"], tolerance=0.10)
-    assert tight["bands"]["output_throughput"] == 0.10, "never narrower than the floors' tolerance"
-    assert bench_profiles.floor_set(_samples([1000]), profile="h200", config_id="tp4-piecewise", model="full",
-                                    workload_key="seed", metrics=floors["metrics"], tolerance=0.1) is None
+    assert _floor(floors, _samples([1000, 1001, 1002]))["bands"]["output_throughput"] == 0.10, "never under tolerance"
+    # three repeats of one server are one session: a reference, never a gate
+    one = _floor(floors, _samples([1000, 1001, 1002], per_session=3))
+    assert one["n"] == 1 and not one["gating"] and "reference only" in one["source"]
+    # a within-session spread wider than the tolerance widens the band
+    wide = _floor(floors, _samples([800, 1000, 1200, 800, 1000, 1200, 800, 1000, 1200], per_session=3))
+    assert wide["gating"] and wide["bands"]["output_throughput"] == pytest.approx(0.4)
+    assert _floor(floors, _samples([1000]), config="tp4-piecewise") is None
 
 
-def test_measured_floor_gates_from_three_samples_and_only_its_configuration(floors, seed_workload, tmp_path):
+def test_measured_floor_gates_from_three_sessions_and_only_its_configuration(floors, seed_workload, tmp_path):
     store = bench.HistoryStore(tmp_path)
     slow = scaled(SEED_RESULT, output_throughput=1000 / 115.95 * 0.7)  # 700 tok/s: 30 % under 1000
     run = bench.BenchRun(seed_workload, [slow], [], bench.aggregate([slow]), {"requests": 0})
@@ -371,6 +381,25 @@ def test_measured_floor_gates_from_three_samples_and_only_its_configuration(floo
     assert [(r["check"], r["metric"]) for r in three.rows if not r["pass"]] == [
         ("measured:h200/tp4/full", "output_throughput"), ("measured:h200/tp4/full", "mean_tpot_ms")]
     assert judge(_samples([990, 1000, 1010]), config="tp4-piecewise").passed, "another configuration's samples"
+
+
+def test_committed_samples_each_pass_their_own_profile(floors):
+    """Each committed session, judged as a rerun against the profile its configuration's samples give,
+    stays inside the band (the band is honest about the noise it was measured with)."""
+    samples = bench_profiles.load_samples()
+    assert samples, "fixtures/data/bench-samples.yaml holds the device machines' measurements"
+    keys = {(s["profile"], s["config"], s["model"], s["workload"]) for s in samples}
+    for profile, config, model, workload in keys:
+        mine = [s for s in samples if (s["profile"], s["config"], s["model"]) == (profile, config, model)]
+        tol = {m: bench.tolerance_for(m, floors["regression_tolerance"]) for m in floors["metrics"]}
+        fs = bench_profiles.floor_set(mine, profile=profile, config_id=config, model=model, workload_key=workload,
+                                      metrics=floors["metrics"], tolerance=tol)
+        for session in {s["session"] for s in mine}:
+            runs = [s["metrics"] for s in mine if s["session"] == session]
+            observed = {m: sorted(r[m] for r in runs)[len(runs) // 2] for m in fs["values"]}
+            rows = bench.evaluate_floors(observed, fs, floors=floors, label="measured")
+            bad = [(r["metric"], r["observed"], r["limit"]) for r in rows if not r["pass"]]
+            assert not bad, f"{profile}/{config}/{model} session {session}: {bad}"
 
 
 def test_regression_band_widens_with_the_previous_runs_spread(floors, seed_workload, tmp_path):
@@ -387,8 +416,9 @@ def test_regression_band_widens_with_the_previous_runs_spread(floors, seed_workl
 def test_samples_of_a_run_carry_provenance(floors, tmp_path):
     s = bench_profiles.samples_of_run([SEED_RESULT, SEED_RESULT], profile="h100", config_id="gpu1", model="reduced",
                                       workload_key="seed", vllm_version="0.26.0", metrics=floors["metrics"],
-                                      gpus=[{"name": "NVIDIA H100 80GB HBM3"}], date="2026-11-27")
+                                      gpus=[{"name": "NVIDIA H100 80GB HBM3"}], date="2026-11-27", session="x1")
     assert len(s) == 2 and s[0]["weights"] == "dummy" and s[0]["gpus"] == "1x NVIDIA H100 80GB HBM3"
+    assert {x["session"] for x in s} == {"x1"}
     src = tmp_path / "new.json"
     src.write_text(json.dumps(s))
     dest = tmp_path / "samples.yaml"

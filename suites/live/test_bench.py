@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import json
+import uuid
 
 from fixtures import bench, bench_profiles, report
 from fixtures.env import gpu_inventory
@@ -40,6 +41,9 @@ def _bench_tokenizer(request: pytest.FixtureRequest, endpoint, launch_configs, t
     return str(tokenizer_dir)
 
 
+MIN_REPEATS = 3  # a median of fewer runs is too noisy to call a regression against our own history
+
+
 def _model_kind(request: pytest.FixtureRequest, endpoint, launch_configs) -> str:
     """What is served: real weights, or a stand-in built in code (full / reduced depth, dummy weights)."""
     cfg = launch_configs.get(endpoint.config_id)
@@ -59,13 +63,13 @@ def _save_samples(request: pytest.FixtureRequest, samples: list[dict]) -> Path:
 
 def _not_judgeable(outcome: bench.GateOutcome, n_runs: int) -> str | None:
     """Why a red gate is no verdict on vLLM: only the suite's own measured or last-green rows failed and
-    fewer than MIN_GATING_SAMPLES runs were measured (the H20 contract and zero-failed always judge)."""
+    fewer than MIN_REPEATS runs were measured (the H20 contract and zero-failed always judge)."""
     failed = [r for r in outcome.rows if not r["pass"]]
     soft = all(r["check"] == "regression" or r["check"].startswith("measured:") for r in failed)
-    if failed and soft and n_runs < bench_profiles.MIN_GATING_SAMPLES:
+    if failed and soft and n_runs < MIN_REPEATS:
         names = ", ".join(f"{r['metric']} vs {r['check']}" for r in failed)
         return (f"too few samples to judge: {n_runs} measured run(s) (--bench-repeat; at least "
-                f"{bench_profiles.MIN_GATING_SAMPLES} needed) and only {names} missed")
+                f"{MIN_REPEATS} needed) and only {names} missed")
     return None
 
 
@@ -99,11 +103,12 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
     workload = bench_settings.workload(default_scale="seed")
     profile = bench_settings.profile(bench.gpu_names_from_inventory(gpus))
     model = _model_kind(request, endpoint, launch_configs)
+    session = f"{vllm_version_str}-{uuid.uuid4().hex[:8]}"
 
     def keep_sample(result: dict) -> None:  # each measured run at once: an interrupted run keeps its samples
         saved = _save_samples(request, bench_profiles.samples_of_run(
             [result], profile=profile, config_id=endpoint.config_id, model=model, workload_key=workload.key(),
-            vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"]))
+            vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"], session=session))
         record_property("bench_samples_file", str(saved))
 
     try:
