@@ -51,6 +51,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="findings registry naming the known behaviour (default golden/findings.yaml)",
     )
     group.addoption(
+        "--replay-deadline-scale", type=float, default=1.0, metavar="F",
+        help="multiply the server tier's replay deadlines (measured from the server's speed) by F",
+    )
+    group.addoption(
         "--strict-known", action="store_true", default=False,
         help="a cell whose recorded deviation is no longer observed (fixed) fails instead of passing with a note",
     )

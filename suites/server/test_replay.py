@@ -10,71 +10,21 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.assemble import StreamAssembler, message_result
 from fixtures import report
-from fixtures.golden import GoldenCase, check_answer, normalize_result
+from fixtures.golden import check_answer, normalize_result
 from fixtures.known import Observation, error_signature
+from fixtures.replay_client import NOT_JUDGED, replay_all
 from fixtures.report import record_golden_diff
-from fixtures.replay import SCRIPT_KEY
 
 pytestmark = pytest.mark.server
 
-CONCURRENCY = 48
-REQUEST_TIMEOUT_S = 300
 _LOCK = threading.Lock()
 _REPLAYS: dict[tuple, dict[str, Any]] = {}
-
-
-def _request(endpoint, case: GoldenCase, ids: list[int], *, stream: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": endpoint.model,
-        "messages": case.messages,
-        "temperature": 0,
-        "max_tokens": len(ids) if case.finish == "length" else len(ids) + 8,
-        "extra_body": {"vllm_xargs": {SCRIPT_KEY: json.dumps(ids)}},
-    }
-    if case.tools:
-        body["tools"] = case.tools
-        body["tool_choice"] = case.tool_choice
-    client = endpoint.client(timeout=REQUEST_TIMEOUT_S)
-    if not stream:
-        resp = client.chat.completions.create(**body)
-        choice = resp.choices[0]
-        return {
-            "result": message_result(choice.message.model_dump(), choice.finish_reason),
-            "usage": resp.usage.completion_tokens if resp.usage else None,
-            "problems": [],
-        }
-    asm = StreamAssembler()
-    usage = None
-    chunks = client.chat.completions.create(**body, stream=True, stream_options={"include_usage": True})
-    for chunk in chunks:
-        if chunk.usage is not None:
-            usage = chunk.usage.completion_tokens
-        for choice in chunk.choices:
-            asm.feed(choice.delta.model_dump(exclude_none=True), choice.finish_reason)
-    return {"result": asm.result(), "usage": usage, "problems": asm.problems, "n_chunks": asm.n_deltas}
-
-
-def _replay_all(endpoint, cases: list[GoldenCase]) -> dict[str, Any]:
-    ids = {c.id: endpoint.tokenize(c.output) for c in cases}
-
-    def run(args):
-        case, stream = args
-        try:
-            return (case.id, stream), _request(endpoint, case, ids[case.id], stream=stream)
-        except Exception as exc:  # noqa: BLE001 - reported by the case's own test
-            return (case.id, stream), {"error": f"{type(exc).__name__}: {exc}"}
-
-    jobs = [(c, s) for c in cases for s in (False, True)]
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        results = dict(pool.map(run, jobs))
-    return {"ids": ids, "results": results}
 
 
 @pytest.fixture
@@ -85,12 +35,14 @@ def replayed(request, server_factory, server_config, reasoning_parser):
         if key not in _REPLAYS:
             from conftest import golden_corpus
 
-            _REPLAYS[key] = _replay_all(endpoint, golden_corpus(request.config))
-    request.node.user_properties.append(("config_id", server_config))
+            replay = replay_all(endpoint, golden_corpus(request.config),
+                                deadline_scale=request.config.getoption("--replay-deadline-scale"))
+            _REPLAYS[key] = replay
+            if endpoint.log_path is not None:  # the measured speed and deadlines, beside the server's log
+                Path(str(endpoint.log_path).removesuffix(".log") + "-replay.json").write_text(
+                    json.dumps(replay["stats"], indent=1) + "\n")
+    request.node.user_properties.extend([("config_id", server_config), ("replay_stats", _REPLAYS[key]["stats"])])
     return _REPLAYS[key]
-
-
-_NOT_JUDGED = ("APITimeoutError", "APIConnectionError")  # the server was too slow or gone: no verdict on vLLM
 
 
 def _observe(request, case, reasoning_parser, out, ids, *, extra=()) -> Observation:
@@ -98,8 +50,8 @@ def _observe(request, case, reasoning_parser, out, ids, *, extra=()) -> Observat
     observed as its error class and HTTP status; one that timed out cannot be judged (inconclusive)."""
     label = "server"
     if "error" in out:
-        if out["error"].startswith(_NOT_JUDGED):
-            report.inconclusive(f"{case.id}: {out['error']}")
+        if out["error"].startswith(NOT_JUDGED):
+            report.inconclusive(f"{case.id}: {out.get('inconclusive') or out['error']}")
         return Observation(label, False, {"error": error_signature(out["error"])},
                            [f"[{label}] request failed: {out['error']}"])
     want = len(ids) + (1 if case.finish == "stop" else 0)  # the script, then EOS
