@@ -1,4 +1,4 @@
-"""Root of the suite: shared options, the golden corpus, the tokenizer, and the harness plugins.
+"""Root of the suite: the golden corpus, the tokenizer, and the harness plugins.
 
 Tests never know how a server is started or where a case came from: they ask for fixtures.
 """
@@ -16,7 +16,9 @@ from fixtures.env import vllm_version
 
 ROOT = Path(__file__).resolve().parent
 
-pytest_plugins = ["fixtures.server", "fixtures.bench", "fixtures.report", "fixtures.live"]
+# The suite's plugins and options: fixtures/plugin.py, registered by `-p fixtures.plugin` in pyproject.toml's
+# addopts (so that pytest knows every option before it loads this file); listed here too for runs without it.
+pytest_plugins = ["fixtures.plugin"]
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, derandomize=True,
@@ -30,34 +32,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _CORPUS = pytest.StashKey[list]()
 _KNOWN = pytest.StashKey[tuple]()  # (registry, records)
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("minimax", "MiniMax-M2 conformance suite")
-    group.addoption(
-        "--golden-dir", metavar="DIR", default=None,
-        help="run the golden cases below DIR (format: golden/README.md) instead of golden/cases",
-    )
-    group.addoption(
-        "--tokenizer", metavar="PATH", default=None,
-        help="a real MiniMax-M2 tokenizer folder instead of the one built in code",
-    )
-    group.addoption(
-        "--known-dir", metavar="DIR", default=None,
-        help="recorded known vLLM behaviour to judge against (default golden/known; written by ./suite update-known)",
-    )
-    group.addoption(
-        "--findings", metavar="FILE", default=None,
-        help="findings registry naming the known behaviour (default golden/findings.yaml)",
-    )
-    group.addoption(
-        "--replay-deadline-scale", type=float, default=1.0, metavar="F",
-        help="multiply the server tier's replay deadlines (measured from the server's speed) by F",
-    )
-    group.addoption(
-        "--strict-known", action="store_true", default=False,
-        help="a cell whose recorded deviation is no longer observed (fixed) fails instead of passing with a note",
-    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

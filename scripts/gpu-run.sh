@@ -24,7 +24,7 @@ nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,nohea
 # PYTEST_DEADLINE=<seconds>: interrupt pytest with SIGINT after that long (a KeyboardInterrupt: servers are
 # stopped and report.html / gate.json / junit.xml are still written), SIGKILL 45 s later. An outer
 # `timeout` would kill this script too, and with it the copy to $OUT below.
-run=(python3 -m pytest "$@")
+run=(python3 -m pytest -c pyproject.toml "$@")   # -c: options whose value is a folder work with a space too
 [ -n "${PYTEST_DEADLINE:-}" ] && run=(timeout -s INT -k 45 "$PYTEST_DEADLINE" "${run[@]}")
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"

@@ -21,7 +21,7 @@ from fixtures.known import Observation, error_signature
 from fixtures.replay_client import NOT_JUDGED, replay_all
 from fixtures.report import record_golden_diff
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.replay]  # replay: skips at a --server-url without the processor
 
 _LOCK = threading.Lock()
 _REPLAYS: dict[tuple, dict[str, Any]] = {}

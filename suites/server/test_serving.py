@@ -1,4 +1,7 @@
-"""Server tier: raw completions, concurrency, and the replay processor's own contract."""
+"""Server tier: raw completions, concurrency, and the replay processor's own contract.
+
+Tests marked `replay` need the replay logits processor; against a --server-url endpoint without it they
+skip with the reason (fixtures/server.py: check_replay). A plain request runs against any vLLM."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ def _script(endpoint, text=OUTPUT):
     return {SCRIPT_KEY: json.dumps(endpoint.tokenize(text))}
 
 
+@pytest.mark.replay
 def test_completions_return_the_raw_text(endpoint):
     client = endpoint.client()
     resp = client.completions.create(
@@ -44,6 +48,7 @@ def test_completions_return_the_raw_text(endpoint):
     assert resp.choices[0].finish_reason == "stop"
 
 
+@pytest.mark.replay
 def test_concurrent_replays_are_identical(endpoint):
     script = _script(endpoint)
 
@@ -66,6 +71,7 @@ def test_concurrent_replays_are_identical(endpoint):
         assert res == first, f"concurrent replay {i} differs:\n{res}\n!=\n{first}"
 
 
+@pytest.mark.replay
 @pytest.mark.parametrize("bad", ["[1, \"x\"]", "[]", "not json", "[999999999]"], ids=["non-int", "empty", "not-json", "out-of-vocab"])
 def test_bad_replay_script_is_http_400(endpoint, bad):
     with pytest.raises(openai.BadRequestError):
