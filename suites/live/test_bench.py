@@ -19,7 +19,7 @@ import pytest
 import json
 import uuid
 
-from fixtures import bench, bench_profiles, report
+from fixtures import bench, bench_profiles, progress, report
 from fixtures.env import gpu_inventory
 
 
@@ -111,14 +111,16 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
             vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"], session=session))
         record_property("bench_samples_file", str(saved))
 
+    warmup, repeat = bench_settings.warmup_or(bench.GPU_DEFAULTS["warmup"]), bench_settings.repeat_or(bench.GPU_DEFAULTS["repeat"])
+    bp = progress.BenchProgress(request.config, f"bench {endpoint.config_id}", tmp_path, repeat, warmup)
     try:
-        run = bench.run_bench(
-            base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
-            tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
-            warmup=bench_settings.warmup_or(bench.GPU_DEFAULTS["warmup"]),
-            repeat=bench_settings.repeat_or(bench.GPU_DEFAULTS["repeat"]), timeout=bench_settings.timeout,
-            on_result=keep_sample,
-        )
+        with bp.running():  # terminal: a line per finished run, a heartbeat while one runs
+            run = bench.run_bench(
+                base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
+                tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
+                warmup=warmup, repeat=repeat, timeout=bench_settings.timeout,
+                on_result=bp.on_result(keep_sample), log=bp.log,
+            )
     except bench.WarmupError as exc:
         report.inconclusive(f"{endpoint.config_id}: {exc} (server log: {endpoint.log_path})")
     outcome = bench.judge(run, config_id=endpoint.config_id, profile=profile, history=bench_settings.history,
@@ -151,12 +153,15 @@ def test_cpu_bench_smoke(request, server_factory, launch_configs, bench_settings
     # request makes exactly output_len tokens and TPOT/ITL exist.
     workload = bench.Workload(workload.name, workload.input_len, workload.output_len, workload.num_prompts,
                               workload.max_concurrency, ignore_eos=True)
-    run = bench.run_bench(
-        base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
-        tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
-        warmup=bench_settings.warmup_or(bench.SMOKE_DEFAULTS["warmup"]),
-        repeat=bench_settings.repeat_or(bench.SMOKE_DEFAULTS["repeat"]), timeout=min(bench_settings.timeout, 300),
-    )
+    warmup, repeat = bench_settings.warmup_or(bench.SMOKE_DEFAULTS["warmup"]), bench_settings.repeat_or(bench.SMOKE_DEFAULTS["repeat"])
+    bp = progress.BenchProgress(request.config, f"bench {endpoint.config_id}", tmp_path, repeat, warmup)
+    with bp.running():
+        run = bench.run_bench(
+            base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
+            tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
+            warmup=warmup, repeat=repeat, timeout=min(bench_settings.timeout, 300),
+            on_result=bp.on_result(), log=bp.log,
+        )
     outcome = bench.judge(run, config_id=endpoint.config_id, profile="cpu",
                           history=bench.HistoryStore(tmp_path / "no-history"), floors=floors)
     _report(record_property, run, outcome, endpoint)
