@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from fixtures import golden, known, report
+from fixtures.plugin import CORPUS_KEY, golden_corpus
 from fixtures.env import vllm_version
 
 ROOT = Path(__file__).resolve().parent
@@ -30,14 +31,13 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-_CORPUS = pytest.StashKey[list]()
 _KNOWN = pytest.StashKey[tuple]()  # (registry, records)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     directory = config.getoption("--golden-dir") or golden.DEFAULT_CASES_DIR
     try:
-        config.stash[_CORPUS] = golden.load_corpus(Path(directory))
+        config.stash[CORPUS_KEY] = golden.load_corpus(Path(directory))
     except golden.GoldenFormatError as exc:
         raise pytest.UsageError(f"golden corpus: {exc}") from None
     try:
@@ -50,10 +50,6 @@ def pytest_configure(config: pytest.Config) -> None:
     tok = config.getoption("--tokenizer")
     if tok and not (Path(tok) / "tokenizer_config.json").is_file():
         raise pytest.UsageError(f"--tokenizer {tok}: no tokenizer_config.json in that folder")
-
-
-def golden_corpus(config: pytest.Config) -> list[golden.GoldenCase]:
-    return config.stash[_CORPUS]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -25,7 +25,7 @@ SEED_RESULT = {
 
 @pytest.fixture(scope="module")
 def floors():
-    return bench.load_floors()
+    return bench.load_floors(bench.FLOORS_PATH)
 
 
 @pytest.fixture
@@ -321,7 +321,7 @@ def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_
 
 
 def test_published_numbers_of_the_hardware_are_shown_but_do_not_gate_other_configurations(seed_workload):
-    floors = bench.load_floors()
+    floors = bench.load_floors(bench.FLOORS_PATH)
     slow = {"output_throughput": 200.0, "mean_ttft_ms": 100.0, "mean_tpot_ms": 3.0, "p99_tpot_ms": 4.0}
     rows = bench.reference_rows(slow, profile="h100", config_id="gpu1", workload=seed_workload, floors=floors,
                                 gating=["baseline:h20-tp4-seed"])

@@ -50,9 +50,15 @@ TOOLS = [{
 }]
 MESSAGES = [{"role": "user", "content": "Write the module to /work/app/generated.py."}]
 
-_FLOORS = bench.load_floors()
-COST = _FLOORS["parser_cost"]
-SIZES = [int(s) for s in COST["sizes"]]
+
+
+def _cost() -> dict:
+    """floors.yaml's parser_cost section, from this run's floors file (--bench-floors)."""
+    return bench.load_floors()["parser_cost"]
+
+
+def _sizes() -> list[int]:
+    return [int(s) for s in _cost()["sizes"]]
 
 
 def _line(i: int) -> str:
@@ -153,7 +159,12 @@ def _label(size: int) -> str:
     return f"{size // 1024}k" if size % 1024 == 0 else str(size)
 
 
-@pytest.mark.parametrize("size", SIZES, ids=[_label(s) for s in SIZES])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.function.__name__ == "test_parser_per_token_cost":  # sizes of --bench-floors, read at collection
+        sizes = _sizes()
+        metafunc.parametrize("size", sizes, ids=[_label(s) for s in sizes])
+
+
 def test_parser_per_token_cost(benchmark, warm_parser, full_mode, size, vllm_version_str, record_property):
     out = benchmark.pedantic(measure, args=(warm_parser, size), kwargs={"full": full_mode},
                              rounds=1, iterations=1, warmup_rounds=0)
@@ -173,14 +184,15 @@ def growth_class(ratio: float, limit: float, size_ratio: float) -> str:
 
 
 def test_parser_cost_growth(request, warm_parser, full_mode, vllm_version_str, record_property, golden_verdict):
-    lo, hi = min(SIZES), max(SIZES)
+    sizes = _sizes()
+    lo, hi = min(sizes), max(sizes)
     costs = {}
-    for s in SIZES:
+    for s in sizes:
         if (s, full_mode) not in _MEASURED:  # run alone, under -k or xdist: measure here
             _MEASURED[(s, full_mode)] = measure(warm_parser, s, full=full_mode)
         costs[s] = _MEASURED[(s, full_mode)]["per_token_us"]
     ratio = costs[hi] / costs[lo]
-    limit = float(COST["max_growth"])
+    limit = float(_cost()["max_growth"])
     summary = ", ".join(f"{_label(s)}: {c:.1f} us/token" for s, c in costs.items())
     record_property("parser_cost_per_token_us", {_label(s): round(c, 2) for s, c in costs.items()})
     record_property("parser_cost_growth", round(ratio, 2))

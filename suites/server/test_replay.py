@@ -18,6 +18,7 @@ import pytest
 from fixtures import report
 from fixtures.golden import check_answer, normalize_result
 from fixtures.known import Observation, error_signature
+from fixtures.plugin import golden_corpus
 from fixtures.replay_client import NOT_JUDGED, replay_all
 from fixtures.report import record_golden_diff
 
@@ -33,8 +34,6 @@ def replayed(request, server_factory, server_config, reasoning_parser):
     key = (server_config, reasoning_parser, endpoint.base_url)
     with _LOCK:
         if key not in _REPLAYS:
-            from conftest import golden_corpus
-
             replay = replay_all(endpoint, golden_corpus(request.config),
                                 deadline_scale=request.config.getoption("--replay-deadline-scale"))
             _REPLAYS[key] = replay

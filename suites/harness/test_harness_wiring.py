@@ -1,0 +1,69 @@
+"""The harness's wiring (issue 14's defects): one source for each fact, options honoured everywhere.
+
+* the golden corpus has a home in the harness (fixtures.plugin.golden_corpus): no test imports conftest;
+* --bench-floors reaches every default `load_floors()`, the parser cost gate's sizes included;
+* DeprecationWarnings from vLLM's own modules are reported as early warnings (gate.json, terminal).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures import bench, golden
+from fixtures.plugin import golden_corpus
+
+pytestmark = pytest.mark.harness
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "MINIMAX_SUITE_SESSION"))}
+
+
+def test_no_test_module_imports_conftest():
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "suites").rglob("*.py")
+                 if re.search(r"^\s*(from conftest import|import conftest)", p.read_text(), flags=re.M)]
+    assert offenders == []
+
+
+def test_golden_corpus_comes_from_the_plugin(pytestconfig):
+    directory = pytestconfig.getoption("--golden-dir") or golden.DEFAULT_CASES_DIR
+    assert [c.id for c in golden_corpus(pytestconfig)] == [c.id for c in golden.load_corpus(Path(directory))]
+
+
+def test_default_floors_follow_use_floors(tmp_path):
+    doc = bench.load_floors(bench.FLOORS_PATH)
+    doc["parser_cost"]["max_growth"] = 123.0
+    other = tmp_path / "floors.yaml"
+    other.write_text(yaml.safe_dump(doc))
+    before = bench._floors_path
+    try:
+        bench.use_floors(other)
+        assert bench.load_floors()["parser_cost"]["max_growth"] == 123.0
+        assert bench.preset("smoke") == bench.preset("smoke", doc)
+    finally:
+        bench.use_floors(before)
+
+
+@pytest.mark.slow
+def test_bench_floors_option_sets_the_parser_cost_sizes(tmp_path):
+    doc = bench.load_floors(bench.FLOORS_PATH)
+    doc["parser_cost"]["sizes"] = [512, 3072]
+    other = tmp_path / "floors.yaml"
+    other.write_text(yaml.safe_dump(doc))
+    p = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", "pyproject.toml", "--collect-only", "-q", "-p", "no:randomly",
+         f"--report-dir={tmp_path / 'reports'}", f"--bench-floors={other}",
+         "suites/parser/test_parser_cost.py::test_parser_per_token_cost"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ids = re.findall(r"test_parser_per_token_cost\[([^\]]+)\]", p.stdout)
+    assert ids == ["512", "3k"], p.stdout[-2000:]
