@@ -67,3 +67,27 @@ def test_bench_floors_option_sets_the_parser_cost_sizes(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     ids = re.findall(r"test_parser_per_token_cost\[([^\]]+)\]", p.stdout)
     assert ids == ["512", "3k"], p.stdout[-2000:]
+
+
+def test_gpu_count_is_the_lease_inventory(monkeypatch):
+    """nvidia-smi lists 8 GPUs, the run may use 2 (CUDA_VISIBLE_DEVICES): a 4-GPU configuration is skipped
+    with the reason, never admitted and then refused by the lease (an error)."""
+    from fixtures import env, gpus, server
+
+    monkeypatch.setattr(env, "gpu_inventory", lambda: [
+        {"index": str(i), "name": "NVIDIA H100", "memory": "80 GiB", "driver": "1"} for i in range(8)])
+    monkeypatch.delenv("MINIMAX_GPU_INVENTORY", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert server.gpu_count() == len(gpus.detect_inventory()) == 2
+    cfg = server.load_configs()["tp4"]
+    with pytest.raises(pytest.skip.Exception, match="needs 4 GPUs, 2 present"):
+        server.ServerManager._check_gpus(None, cfg)
+
+
+def test_one_redaction_rule(monkeypatch):
+    from fixtures import report, server
+
+    monkeypatch.setattr(server, "_SECRETS", set())
+    server._add_secret("sk-wiring-test-key")
+    assert server.redact("key sk-wiring-test-key here") == report.redact(
+        "key sk-wiring-test-key here", {"sk-wiring-test-key"}) == "key [REDACTED] here"
