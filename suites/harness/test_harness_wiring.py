@@ -91,3 +91,58 @@ def test_one_redaction_rule(monkeypatch):
     server._add_secret("sk-wiring-test-key")
     assert server.redact("key sk-wiring-test-key here") == report.redact(
         "key sk-wiring-test-key here", {"sk-wiring-test-key"}) == "key [REDACTED] here"
+
+
+def test_only_vllm_deprecation_warnings_pass_the_projects_filters():
+    import tomllib
+    import warnings
+
+    from _pytest.config import parse_warning_filter
+
+    filters = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["filterwarnings"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for f in filters:  # as pytest applies them: the last matching entry wins
+            warnings.filterwarnings(*parse_warning_filter(f, escape=False))
+        for module in ("vllm.entrypoints.fake", "transformers.fake", "fixtures.fake"):
+            warnings.warn_explicit("old API", DeprecationWarning, f"/x/{module.replace('.', '/')}.py", 1,
+                                   module=module)
+    assert [str(w.filename) for w in seen] == ["/x/vllm/entrypoints/fake.py"]
+
+
+def test_early_warnings_in_gate_json_and_terminal(tmp_path):
+    from fixtures import report
+
+    assert report.is_vllm_deprecation(DeprecationWarning, "/venv/lib/site-packages/vllm/entrypoints/x.py")
+    assert not report.is_vllm_deprecation(DeprecationWarning, "/work/main/fixtures/vllm_parsers.py")
+    assert not report.is_vllm_deprecation(UserWarning, "/venv/lib/site-packages/vllm/x.py")
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    (tmp_path / "test_early.py").write_text(
+        "import warnings\n\n"
+        "def test_a():\n"
+        "    for _ in range(3):\n"
+        "        warnings.warn_explicit('use new_api', DeprecationWarning, '/v/vllm/old.py', 7, module='vllm.old')\n"
+        "    warnings.warn_explicit('not vllm', DeprecationWarning, '/v/other/old.py', 7, module='other.old')\n")
+    env = _env() | {"PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "fixtures.report", f"--report-dir={tmp_path / 'r'}"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    import json
+
+    gate = json.loads((tmp_path / "r" / "gate.json").read_text())
+    assert gate["early_warnings"] == [{"category": "DeprecationWarning", "message": "use new_api",
+                                       "where": "/v/vllm/old.py:7", "first_seen": "test_early.py::test_a"}]
+    assert "early warnings: 1 DeprecationWarning(s) from vLLM's own modules" in p.stdout
+
+
+@pytest.mark.slow
+def test_one_vllm_version_reader():
+    """fixtures.env.vllm_info reads what `import vllm` reports, without importing vllm (the report's need)."""
+    code = ("import sys\nfrom fixtures.env import vllm_info\nfrom fixtures.report import environment\n"
+            "info = vllm_info()\nassert 'vllm' not in sys.modules\nassert environment()['vllm'] == info\n"
+            "import vllm\nfrom vllm import _version\n"
+            "assert (info['version'], info['commit']) == (vllm.__version__, _version.__commit_id__), info\n"
+            "print('same')\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert p.stdout.strip().endswith("same"), p.stdout[-2000:] + p.stderr[-2000:]
