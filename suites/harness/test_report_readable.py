@@ -55,6 +55,7 @@ def test_broken(request):
 
 
 def _run(tmp_path: Path, *args: str, env_extra: dict | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nxfail_strict = true\nrender_collapsed = passed,xfailed,skipped\n")
@@ -140,3 +141,14 @@ def test_large_report_is_compressed_and_renders_every_row(tmp_path):
     row = re.search(r'<tbody class="results-table-row failed"[^>]*>(.*?)</tbody>', dom, re.S)
     assert row and '<tr class="extras-row">' in row.group(1), "the failure's details are not open"
     assert dom.count('<tr class="extras-row hidden"') == 420  # 300 passed + 120 expected failures folded
+
+
+def test_what_changed_comes_first_with_compare_with(tmp_path):
+    _, first = _run(tmp_path / "a", "-k", "test_ok and 1")
+    old = tmp_path / "old-gate.json"
+    old.write_text(first.with_name("gate.json").read_text())
+    _, page_path = _run(tmp_path / "b", "-k", "test_ok and 2 or test_broken", f"--compare-with={old}")
+    page = page_path.read_text()
+    where = {a: page.find(f'id="{a}"') for a in ("mm-verdict-banner", "mm-comparison", "mm-env", "mm-gates")}
+    assert all(v > 0 for v in where.values()), where
+    assert where["mm-verdict-banner"] < where["mm-comparison"] < where["mm-env"] < where["mm-gates"], where
