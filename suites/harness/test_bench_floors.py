@@ -290,8 +290,8 @@ def test_judge_combines_floors_and_history(tmp_path, floors, seed_workload):
 
 
 def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_workload):
-    """record() gives fixtures.report.record_bench_result its per-metric contract, and is a no-op
-    when the report plugin offers no such function."""
+    """record() gives fixtures.report.record_bench_result its per-metric contract (called directly: the
+    report plugin is always loaded; outside a session it records nothing)."""
     from fixtures import report
 
     run = bench.BenchRun(seed_workload, [SEED_RESULT], [], bench.aggregate([SEED_RESULT]), {"requests": 0})
@@ -301,10 +301,8 @@ def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_
         {"check": "regression", "metric": "output_throughput", "observed": 120.0, "floor": 130.0, "pass": False},
     ]
     outcome = bench.GateOutcome("h100", rows, {"metrics": {"output_throughput": 130.0}})
-    monkeypatch.delattr(report, "record_bench_result", raising=False)
-    bench.record("tp4", run, outcome)  # no report plugin: nothing happens
     seen = []
-    monkeypatch.setattr(report, "record_bench_result", lambda *a, **kw: seen.append(a + (kw,)), raising=False)
+    monkeypatch.setattr(report, "record_bench_result", lambda *a, **kw: seen.append(a + (kw,)))
     bench.record("tp4", run, outcome)
     config_id, metrics, floors, verdicts, previous = seen[0][:5]
     assert config_id == "tp4"

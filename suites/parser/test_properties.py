@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from fixtures.golden import canonical_json, normalize_result
+from fixtures.golden import REASONING_PARSERS, canonical_json, normalize_result
 from fixtures.reference import parse_output, render_tool_calls
 from fixtures.tokenizer import EOS_ID as EOS
 from fixtures.vllm_parsers import ParserDriver
@@ -97,7 +97,7 @@ def _driver(tokenizer, reasoning_parser, tools):
 
 
 @settings(max_examples=40)
-@given(data=st.data(), spec=_calls(), reasoning_parser=st.sampled_from(["minimax_m2", "minimax_m2_append_think"]))
+@given(data=st.data(), spec=_calls(), reasoning_parser=st.sampled_from(REASONING_PARSERS))
 def test_round_trip_matches_reference(tokenizer, data, spec, reasoning_parser):
     tools, calls = spec
     output = "Plan the calls.\n</think>\n\n" + render_tool_calls(calls, tools)
@@ -127,7 +127,7 @@ _FRAGMENTS = [
 @given(
     data=st.data(),
     pieces=st.lists(st.sampled_from(_FRAGMENTS) | st.text(max_size=20), min_size=1, max_size=200),
-    reasoning_parser=st.sampled_from(["minimax_m2", "minimax_m2_append_think"]),
+    reasoning_parser=st.sampled_from(REASONING_PARSERS),
 )
 def test_malformed_output_never_raises(tokenizer, data, pieces, reasoning_parser):
     output = "".join(pieces)
