@@ -20,7 +20,6 @@ pytestmark = pytest.mark.harness
 ROOT = Path(__file__).resolve().parents[2]
 EIGHT = tuple(range(8))
 # the seed's launch configurations and their GPU needs
-NEEDS = {"tp4": 4, "tp4-piecewise": 4, "dp8-ep": 8, "tp8": 8}
 
 
 def test_inventory_from_env():
@@ -54,30 +53,6 @@ def test_choose_free():
     assert gpus.choose_free(EIGHT, 4, set(), [4, 5, 6, 7, 0, 1, 2, 3]) == (4, 5, 6, 7)
     assert gpus.choose_free(EIGHT, 4, {0, 1, 2, 3, 4}) is None
     assert gpus.choose_free((2, 3), 1, set(), [9, 3, 2]) == (3,)  # ids outside the inventory ignored
-
-
-def test_plan_runs_tp4_configurations_side_by_side_on_eight_gpus():
-    p = gpus.plan(EIGHT, NEEDS, worker_count=2)
-    assert p.unschedulable == {}
-    side_by_side = [w for w in p.waves if len(w) == 2]
-    assert side_by_side == [{"tp4": (0, 1, 2, 3), "tp4-piecewise": (4, 5, 6, 7)}]
-    assert {"dp8-ep": EIGHT} in p.waves and {"tp8": EIGHT} in p.waves
-    assert p.env_for("tp4-piecewise") == "4,5,6,7"
-    for wave in p.waves:  # never two servers on one GPU
-        used = [g for ids in wave.values() for g in ids]
-        assert len(used) == len(set(used))
-
-
-def test_plan_limits():
-    one_worker = gpus.plan(EIGHT, NEEDS, worker_count=1)
-    assert all(len(w) == 1 for w in one_worker.waves) and len(one_worker.waves) == 4
-    four = gpus.plan((0, 1, 2, 3), NEEDS, worker_count=4)
-    assert four.unschedulable == {"dp8-ep": "needs 8 GPUs, 4 available", "tp8": "needs 8 GPUs, 4 available"}
-    assert four.env_for("tp8") is None
-    assert len(four.waves) == 2  # two tp4 configurations can't share 4 GPUs
-    sixteen = gpus.plan(tuple(range(16)), {"a": 4, "b": 4, "c": 4, "d": 8}, worker_count=4)
-    assert sixteen.waves[0] == {"d": tuple(range(8)), "a": (8, 9, 10, 11), "b": (12, 13, 14, 15)}
-    assert sixteen.waves[1] == {"c": (0, 1, 2, 3)}
 
 
 def test_lease_in_process(tmp_path):
