@@ -146,3 +146,35 @@ def test_one_vllm_version_reader():
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
                        timeout=300)
     assert p.stdout.strip().endswith("same"), p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_warm_up_goes_through_the_one_http_client():
+    """bench.warm_up's requests (bearer key, JSON body; an HTTP error counts as a failed request) are
+    fixtures.http_client.call's, the client the server fixture probes with."""
+    import http.server
+    import json
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), body["max_tokens"]))
+            self.send_response(503 if len(seen) > 2 else 200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        work = bench.Workload("custom", 8, 4, 3, 1)
+        out = bench.warm_up(f"http://127.0.0.1:{srv.server_address[1]}/v1", "m", n=3, workload=work,
+                            api_key="sk-warm", timeout=30)
+    finally:
+        srv.shutdown()
+    assert seen == [("/v1/completions", "Bearer sk-warm", 4)] * 3
+    assert out["requests"] == 3 and out["failed"] == 1 and out["errors"][0].startswith("HTTP 503")
