@@ -77,6 +77,23 @@ def test_a_cell_that_varies_on_one_version_is_unstable_not_changed():
     assert known.judge(cell, [_obs("server", "C")], REGISTRY).kind == "changed"
 
 
+def test_a_server_stream_may_show_any_recorded_parser_chunking():
+    """The API server coalesces deltas under load: its stream equal to what the parser tier recorded at
+    another chunking of the same cell is that known behaviour, not a change (non-stream gets no such leeway)."""
+    cell = _cell(known.Variant(["parser:1", "server"], ["think-end-swallowed"], _sig("A"), ["0.32.0"]),
+                 known.Variant(["parser:3"], ["think-end-swallowed"], _sig("B"), ["0.32.0"]))
+    assert known.judge(cell, [_obs("server", "B")], REGISTRY).kind == "known"
+    assert known.judge(cell, [_obs("server", "C")], REGISTRY).kind == "changed"
+    cell.mode = "nonstream"
+    assert known.judge(cell, [_obs("server", "B")], REGISTRY).kind == "changed"
+    cell.mode = "stream"
+    records = {"cases/c": known.Record("cases/c", [cell])}
+    s = known.update(records, [{"subject": "cases/c", "parser": cell.parser, "mode": "stream", "tier": "server",
+                                "verdict": "known", "observations": [{"label": "server", "ok": False,
+                                                                      "signature": _sig("B")}]}], "0.32.0")
+    assert s.confirmed == 1 and not s.changed_left and "server" in cell.variants[1].where
+
+
 def test_error_signature_keeps_class_and_status_only():
     text = "InternalServerError: Error code: 500 - {'error': {'message': 'req-1234 grammar rejected'}}"
     assert known.error_signature(text) == "InternalServerError HTTP 500"
