@@ -752,3 +752,31 @@ def test_report_renders_in_headless_chromium(mixed_run, tmp_path):
     counts = {c: n for n, c in colors}
     assert counts.get((0xC6, 0x28, 0x28), 0) > 5000, "verdict banner not visible in the first 2000 px"
     assert counts.get((0x15, 0x65, 0xC0), 0) > 2000, "benchmark chart not visible in the first 2000 px"
+
+
+def test_a_harness_error_is_not_a_vllm_failure(tmp_path):
+    """An exception raised inside the suite's own code (here fixtures.golden given nonsense) is the suite's
+    bug: its own count and an inconclusive verdict naming it - never a failed vLLM gate. A failed assertion
+    on vLLM's answer and an exception from installed code (vLLM, the openai client) stay failures."""
+    run = run_pytest(tmp_path / "h", '''
+        import json, pytest
+        from fixtures.golden import normalize_result
+        @pytest.mark.parser
+        def test_ok(): pass
+        @pytest.mark.parser
+        def test_suite_bug(): normalize_result(None)
+    ''', "--report-dir=reports")
+    gate = json.loads((tmp_path / "h" / "reports" / "gate.json").read_text())
+    parser = gate["gates"]["parser"]
+    assert parser["failed"] == 0 and parser["harness_errors"] == 1 and parser["status"] == "inconclusive", parser
+    assert gate["verdict"] == "inconclusive" and "harness error" in gate["reason"], gate["reason"]
+    assert "fixtures/golden.py" in parser["inconclusives"][0]["reason"]
+    vllm_side = run_pytest(tmp_path / "v", '''
+        import json, pytest
+        @pytest.mark.parser
+        def test_vllm_answer(): assert {"content": "x"} == {"content": "y"}
+        @pytest.mark.parser
+        def test_installed_code_raises(): json.loads("{")
+    ''', "--report-dir=reports")
+    gate = json.loads((tmp_path / "v" / "reports" / "gate.json").read_text())
+    assert gate["gates"]["parser"]["failed"] == 2 and gate["verdict"] == "fail", gate["gates"]["parser"]
