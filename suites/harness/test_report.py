@@ -1,4 +1,4 @@
-"""The report plugin (fixtures/report.py) exercised for real: pytest subprocesses run small synthetic
+"""The report plugin (fixtures/report/) exercised for real: pytest subprocesses run small synthetic
 test files with ``-p fixtures.report`` and the tests read what they wrote (gate.json, report.html,
 junit.xml, terminal output), then headless Chromium renders the report."""
 
