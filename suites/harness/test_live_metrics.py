@@ -15,6 +15,7 @@ from fixtures.live import (
     LiveDataError,
     LivePrompt,
     LiveSettings,
+    RecordsWriter,
     ResponseRecord,
     ToolCallRecord,
 )
@@ -110,11 +111,14 @@ def test_prompt_expectations_fit_the_tool_schemas():
 def test_default_thresholds():
     t = live.load_thresholds()
     assert t["query_success_rate"] == 1.0
-    assert t["finish_with_tool_calls_rate"] is None
+    assert t["finish_with_tool_calls_rate"] == 1.0
     assert t["trigger_agreement_rate"] == 0.98
     assert t["tool_call_accuracy"] == 0.98
     assert t["not_only_reasoning_rate"] == 1.0
+    assert t["stream_protocol_error_rate"] == 0
     assert set(t) == set(live.METRICS)
+    # every metric's check can fail: no threshold is null
+    assert all(v is not None for v in t.values())
 
 
 @pytest.mark.parametrize("bad", [
@@ -262,30 +266,37 @@ def test_stream_reassembly_by_index():
     r = live.record_from_chunks(chunks, prompt_id="par-p", repeat=1)
     assert r.ok and r.mode == "stream" and r.finish_reason == "tool_calls"
     assert r.reasoning == "Two cities." and r.content == "\n\n"
-    assert [(c.index, c.id, c.name, json.loads(c.arguments), c.problems) for c in r.tool_calls] == [
-        (0, "call_0", "get_weather", {"location": "Paris"}, []),
-        (1, "call_1", "get_weather", {"location": "Rome"}, []),
+    assert [(c.index, c.id, c.name, json.loads(c.arguments)) for c in r.tool_calls] == [
+        (0, "call_0", "get_weather", {"location": "Paris"}),
+        (1, "call_1", "get_weather", {"location": "Rome"}),
     ]
+    assert r.stream_errors == []
     assert r.token_ids == [1, 2, 3, 4, 5, 6] and r.prompt_token_ids == [7, 8]
     m = live.compute_metrics([r], PROMPTS)
-    assert all(res.rate == 1.0 for name, res in m.items() if res.total), {k: v.summary() for k, v in m.items()}
+    assert all(res.rate == (0.0 if res.maximum else 1.0) for res in m.values() if res.total), \
+        {k: v.summary() for k, v in m.items()}
 
 
-def test_stream_protocol_problems_make_calls_inaccurate():
+def test_stream_protocol_problems_are_kept_and_counted():
+    """The record holds what StreamAssembler reassembles and every problem it lists; the problems fail
+    stream_protocol_error_rate (threshold: at most 0), whatever the reassembled calls look like."""
     chunks = [
         chunk({"tool_calls": [tc(0, '{"location": "Pa')]}),  # no id, type or name first
-        chunk({"tool_calls": [tc(0, 'ris"}', "get_weather", "call_x")]}),
+        chunk({"tool_calls": [tc(0, 'ris"}', "get_weather", "call_x")]}),  # the name only later
         chunk({"tool_calls": [tc(1, "{}", "get_weather", "call_y", "function")]}),
-        chunk({"tool_calls": [tc(1, "", "write_file")]}),  # later delta changes the name
+        chunk({"tool_calls": [tc(1, "", "write_file")]}),  # later delta sends a (different) name
         chunk({}, finish="tool_calls"),
     ]
     r = live.record_from_chunks(chunks, prompt_id="call-p")
-    assert r.tool_calls[0].name == "get_weather" and json.loads(r.tool_calls[0].arguments) == {"location": "Paris"}
-    assert "first delta has no id" in r.tool_calls[0].problems
-    assert "first delta has no function name" in r.tool_calls[0].problems
-    assert any("changes name" in p for p in r.tool_calls[1].problems)
-    acc = live.tool_call_accuracy([r], PROMPTS)
-    assert acc.passed == 0 and acc.total == 2
+    assert r.ok and [c.name for c in r.tool_calls] == [None, "get_weather"]  # the first delta names the call
+    assert json.loads(r.tool_calls[0].arguments) == {"location": "Paris"}
+    errors = "\n".join(r.stream_errors)
+    for problem in ("index 0: first delta has no id", "index 0: first delta has no function name",
+                    "index 0: later delta changes the id", "index 1: later delta repeats the name 'write_file'"):
+        assert problem in errors, errors
+    res = live.stream_protocol_error_rate([r])
+    assert (res.count, res.total, res.rate) == (1, 1, 1.0) and not res.meets(live.load_thresholds()[res.name])
+    assert "first delta has no id" in res.failure_message(0) and "above threshold 0.00%" in res.failure_message(0)
 
 
 def test_stream_without_finish_reason_is_a_failed_query():
@@ -297,7 +308,7 @@ def test_stream_without_finish_reason_is_a_failed_query():
 def test_stream_indices_must_be_dense():
     r = live.record_from_chunks([chunk({"tool_calls": [tc(1, "{}", "get_weather", "c", "function")]}),
                                  chunk({}, finish="tool_calls")], prompt_id="call-p")
-    assert any("not 0..n-1" in p for p in r.tool_calls[0].problems)
+    assert any("index skips (expected 0)" in p for p in r.stream_errors)
 
 
 # --------------------------------------------------------------------------------- metrics
@@ -314,7 +325,8 @@ def test_all_metrics_pass_on_good_records():
     m = live.compute_metrics(records, PROMPTS)
     thresholds = live.load_thresholds()
     for name, res in m.items():
-        assert res.rate == 1.0 and res.offenses == () and res.meets(thresholds[name]), res.summary()
+        assert res.rate == (0.0 if res.maximum else 1.0), res.summary()
+        assert res.offenses == () and res.meets(thresholds[name]), res.summary()
     assert m["query_success_rate"].total == 5
     assert m["tool_call_accuracy"].total == 5
     assert m["trigger_agreement_rate"].total == 5
@@ -339,10 +351,33 @@ def test_failed_queries_are_left_out_of_the_other_metrics():
 def test_finish_with_tool_calls():
     res = live.finish_with_tool_calls_rate([
         rec(calls=[call()]), rec(calls=[call()], finish="stop", repeat=1), rec("no-p", content="hi"),
-    ])
+    ], PROMPTS)
     assert (res.passed, res.total) == (1, 2)
-    assert "finish_reason 'stop'" in res.offenses[0].reason
-    assert res.meets(None)  # reported only
+    assert "finish_reason 'stop', expected 'tool_calls'" in res.offenses[0].reason
+
+
+def test_finish_with_tool_calls_fails_below_its_threshold():
+    """The threshold is real: one answer in a hundred with calls and the wrong finish_reason fails it."""
+    threshold = live.load_thresholds()["finish_with_tool_calls_rate"]
+    good = [rec(calls=[call()], repeat=i) for i in range(99)]
+    assert live.finish_with_tool_calls_rate(good, PROMPTS).meets(threshold)
+    res = live.finish_with_tool_calls_rate(good + [rec(calls=[call()], finish="stop", repeat=99)], PROMPTS)
+    assert res.rate == 0.99 and not res.meets(threshold)
+    assert "below threshold 100.00%" in res.failure_message(threshold)
+
+
+def test_finish_with_tool_calls_follows_the_openai_rules():
+    """A tool_choice naming the function finishes with "stop" (OpenAI's rule, which vLLM follows); an
+    answer cut off at max_tokens truthfully says "length" and is not judged here."""
+    named = LivePrompt(id="named-p", lang="en", messages=[{"role": "user", "content": "t"}], tools=[WEATHER],
+                       tool_choice={"type": "function", "function": {"name": "get_weather"}}, must_call=("get_weather",))
+    res = live.finish_with_tool_calls_rate([
+        rec("named-p", [call()], finish="stop"),
+        rec("named-p", [call()], finish="tool_calls", repeat=1),
+        rec("call-p", [call()], finish="length", repeat=2),
+    ], [named, CALL_P])
+    assert (res.passed, res.total) == (1, 1 + 1)
+    assert "expected 'stop'" in res.offenses[0].reason and res.offenses[0].repeat == 1
 
 
 def test_trigger_agreement():
@@ -519,6 +554,35 @@ def test_run_all_sends_every_prompt_repeat_and_mode():
     assert m["query_success_rate"].rate == 0.5 and m["tool_call_accuracy"].rate == 1.0
 
 
+def test_a_stream_defect_is_recorded_and_fails_the_live_gate(tmp_path):
+    """A server whose later tool-call delta repeats the call's name (record_from_chunks used to accept it):
+    through the live recording (request, reassembly, records.jsonl, --live-from reading) the defect stays on
+    the record, stream_protocol_error_rate counts it and fails its threshold, and the metrics that judge the
+    reassembled answer are not changed by it."""
+    args = '{"location": "Paris"}'
+
+    def script(kw):
+        return {"chunks": [chunk({"tool_calls": [tc(0, "", "get_weather", "call_1", "function")]}),
+                           chunk({"tool_calls": [tc(0, args, "get_weather")]}),  # the name again
+                           chunk({}, "tool_calls")]}
+
+    client, _ = fake_client(script)
+    settings = LiveSettings(repeat=1, modes=("stream",))
+    writer = RecordsWriter(tmp_path, [CALL_P], settings, "reasoning_content", model="m")
+    records = live.run_all(client, [CALL_P], settings, "reasoning_content", model="m", on_record=writer.add)
+    writer.finish(records, texts={}, summary={})
+    (saved,), _, _ = live.load_records(tmp_path / "records.jsonl")
+    assert saved == records[0]
+    assert saved.stream_errors == ["delta 2, tool call index 0: later delta repeats the name 'get_weather'"]
+    m = live.compute_metrics([saved], [CALL_P])
+    thresholds = live.load_thresholds()
+    gate = {name: res.meets(thresholds[name]) for name, res in m.items() if res.total}
+    assert gate == {"query_success_rate": True, "finish_with_tool_calls_rate": True, "trigger_agreement_rate": True,
+                    "tool_call_accuracy": True, "not_only_reasoning_rate": True, "expectation_match_rate": True,
+                    "stream_protocol_error_rate": False}
+    assert m["stream_protocol_error_rate"].offending_prompt_ids() == ["call-p"]
+
+
 def test_stream_deadline():
     settings = LiveSettings(timeout_s=0.0)
 
@@ -529,6 +593,40 @@ def test_stream_deadline():
     r = live.run_one(client, NO_P, settings, "think_in_content", model="m", mode="stream", repeat=0,
                      return_token_ids=False)
     assert not r.ok and "TimeoutError" in r.error
+
+
+def test_detokenize_goes_to_the_server_root_through_the_harness_client():
+    """vLLM's /detokenize sits at the server root (not under /v1); an HTTP error status is raised."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), body))
+            status, answer = (200, {"prompt": "hello"}) if body["tokens"] else (400, {"error": "no tokens"})
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        assert live.detokenize_via_server(url, "m", "key", [1, 2]) == "hello"
+        assert seen == [("/detokenize", "Bearer key", {"model": "m", "tokens": [1, 2]})]
+        with pytest.raises(OSError, match="HTTP 400"):
+            live.detokenize_via_server(url, "m", None, [])
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # ------------------------------------------------------------------------------ record mode

@@ -2,7 +2,7 @@
 a summary.json; `--live-from FILE` computes the metrics again and `--record-golden` drafts cases from it,
 without a server or a GPU.
 
-data/live-tiny/ was written by the live tier itself (fixtures/live.py: RecordsWriter) against a plain
+data/live-tiny/ was written by the live tier itself (fixtures/live/store.py: RecordsWriter) against a plain
 `vllm serve` of the tiny CPU model (vLLM 0.32.0 CPU build, dummy weights, no replay processor), 5 prompts
 (data/live-tiny/prompts.yaml) x 1 repeat x stream/non-stream, --live-max-tokens 48:
 
@@ -10,7 +10,9 @@ data/live-tiny/ was written by the live tier itself (fixtures/live.py: RecordsWr
         --live-max-tokens 48 --live-prompts suites/harness/data/live-tiny/prompts.yaml
 
 A random model answers noise, so its metrics fail: what is checked here is that the same numbers come back
-from the file, not that they are good."""
+from the file, not that they are good. The files predate the record field `stream_errors` and the metric
+stream_protocol_error_rate: a record read back gets no stream errors, and the saved metrics are compared
+name by name."""
 
 from __future__ import annotations
 
@@ -45,16 +47,20 @@ def test_saved_records_round_trip_and_give_the_saved_metrics():
         assert obj["request"]["stream"] == (obj["mode"] == "stream")
         assert obj["output_text"] and obj["prompt_text"]
         rec = live.record_from_dict(obj["record"])
-        assert live.record_to_dict(rec) == obj["record"]
+        assert rec.stream_errors == [] and live.record_to_dict(rec) == {**obj["record"], "stream_errors": []}
         assert texts[tuple(rec.token_ids)] == obj["output_text"]
-    assert live.metrics_summary(records, prompts) == json.loads(json.dumps(summary["metrics"]))
+    now = json.loads(json.dumps(live.metrics_summary(records, prompts)))
+    assert {mode: {name: now[mode][name] for name in saved} for mode, saved in summary["metrics"].items()} \
+        == summary["metrics"]
+    assert now["stream"]["stream_protocol_error_rate"]["passed"] == now["stream"]["stream_protocol_error_rate"]["total"]
 
 
 def test_record_with_tool_calls_round_trips():
     rec = live.ResponseRecord(prompt_id="p", mode="stream", repeat=2, content="hi", reasoning="r",
                               tool_calls=[live.ToolCallRecord(name="get_weather", arguments='{"location": "Oslo"}',
-                                                              id="c1", index=0, problems=["x"])],
-                              finish_reason="tool_calls", token_ids=[1, 2], prompt_token_ids=[3])
+                                                              id="c1", index=0)],
+                              finish_reason="tool_calls", token_ids=[1, 2], prompt_token_ids=[3],
+                              stream_errors=["delta 2, tool call index 0: later delta repeats the name 'x'"])
     assert live.record_from_dict(json.loads(json.dumps(live.record_to_dict(rec)))) == rec
 
 
