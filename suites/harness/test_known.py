@@ -1,6 +1,7 @@
-"""Known vLLM behaviour (fixtures.known): the cell verdict, the update command, and the whole loop on
-real vLLM parsers - a known cell whose behaviour changes fails as `changed`, a stale record whose cell
-now meets the expectation is `fixed`, a deviation without a record is `new` until a finding is named."""
+"""Known vLLM behaviour (fixtures.known, fixtures.known_update): the cell verdict, the update command, and
+the whole loop on real vLLM parsers - a known cell whose behaviour changes fails as `changed`, a stale record
+whose cell now meets the expectation is `fixed`, a deviation without a record is `new` until a finding is
+named."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures import known
+from fixtures import known, known_update
 from fixtures.golden import DEFAULT_CASES_DIR
 
 pytestmark = pytest.mark.harness
@@ -88,9 +89,10 @@ def test_a_server_stream_may_show_any_recorded_parser_chunking():
     assert known.judge(cell, [_obs("server", "B")], REGISTRY).kind == "changed"
     cell.mode = "stream"
     records = {"cases/c": known.Record("cases/c", [cell])}
-    s = known.update(records, [{"subject": "cases/c", "parser": cell.parser, "mode": "stream", "tier": "server",
-                                "verdict": "known", "observations": [{"label": "server", "ok": False,
-                                                                      "signature": _sig("B")}]}], "0.32.0")
+    s = known_update.update(records, [{"subject": "cases/c", "parser": cell.parser, "mode": "stream",
+                                       "tier": "server", "verdict": "known",
+                                       "observations": [{"label": "server", "ok": False,
+                                                         "signature": _sig("B")}]}], "0.32.0")
     assert s.confirmed == 1 and not s.changed_left and "server" in cell.variants[1].where
 
 
@@ -113,28 +115,28 @@ def _item(label: str, content: str | None, parser="minimax_m2_append_think", mod
 
 def test_update_records_new_as_unassigned_confirms_known_and_removes_fixed(tmp_path):
     records: dict = {}
-    s = known.update(records, [_item("parser:1", "A"), _item("server", "A")], "0.32.0")
+    s = known_update.update(records, [_item("parser:1", "A"), _item("server", "A")], "0.32.0")
     cell = records["cases/c"].cell("minimax_m2_append_think", "stream")
     assert len(s.added) == 1 and s.confirmed == 0  # the server saw the same: shares the new variant
     assert cell.variants[0].where == ["parser:1", "server"] and cell.variants[0].findings == [known.UNASSIGNED]
     cell.variants[0].findings = ["think-end-swallowed"]
-    s = known.update(records, [_item("parser:1", "A")], "0.33.0")
+    s = known_update.update(records, [_item("parser:1", "A")], "0.33.0")
     assert s.confirmed == 1 and s.findings_seen == {"think-end-swallowed"}
     assert cell.variants[0].seen_on == ["0.32.0", "0.33.0"]
-    s = known.update(records, [_item("parser:1", "B")], "0.34.0")
+    s = known_update.update(records, [_item("parser:1", "B")], "0.34.0")
     assert s.changed_left and cell.variants[0].signature == _sig("A"), "changed is not recorded without --accept"
-    s = known.update(records, [_item("parser:1", "B")], "0.34.0", accept=True)
+    s = known_update.update(records, [_item("parser:1", "B")], "0.34.0", accept=True)
     assert s.accepted and {tuple(v.where) for v in cell.variants} == {("server",), ("parser:1",)}
     assert all(v.findings == ["think-end-swallowed"] for v in cell.variants), "accepted keeps the findings"
-    known.update(records, [_item("parser:1", None), _item("server", None)], "0.35.0")
+    known_update.update(records, [_item("parser:1", None), _item("server", None)], "0.35.0")
     assert records["cases/c"].cells == []
-    known.write_records(records | {"cases/d": known.Record("cases/d", [cell])}, tmp_path)
+    known_update.write_records(records | {"cases/d": known.Record("cases/d", [cell])}, tmp_path)
     assert not (tmp_path / "cases/c.yaml").exists()
 
 
 def test_records_round_trip_and_bad_files_name_file_and_field(tmp_path):
     cell = _cell(known.Variant(["parser:2", "parser:10", "parser", "server"], ["other"], _sig("A"), ["0.32.0"]))
-    known.write_records({"cases/x": known.Record("cases/x", [cell])}, tmp_path)
+    known_update.write_records({"cases/x": known.Record("cases/x", [cell])}, tmp_path)
     back = known.load_records(tmp_path)["cases/x"].cells[0]
     assert back.variants[0].where == ["parser", "parser:2", "parser:10", "server"]
     assert back.variants[0].signature == _sig("A")
@@ -159,7 +161,7 @@ def test_add_seen_on_edits_only_those_lines(tmp_path):
     reg = tmp_path / "findings.yaml"
     shutil.copy(known.DEFAULT_REGISTRY, reg)
     before = reg.read_text()
-    assert known.add_seen_on(reg, {"param-whitespace-kept"}, "0.40.0") == ["param-whitespace-kept"]
+    assert known_update.add_seen_on(reg, {"param-whitespace-kept"}, "0.40.0") == ["param-whitespace-kept"]
     after = reg.read_text()
     assert known.load_registry(reg)["param-whitespace-kept"]["seen_on"][-1] == "0.40.0"
     assert len([a for a, b in zip(before.splitlines(), after.splitlines()) if a != b]) == 1
@@ -209,7 +211,7 @@ def test_known_changed_fixed_on_real_parsers(tmp_path):
     records = known.load_records()
     cell = records[f"cases/{CASE}"].cells[0]
     stale_cell = known.Cell("minimax_m2", cell.mode, cell.variants)
-    known.write_records({f"cases/{CASE}": known.Record(f"cases/{CASE}", [stale_cell])}, stale)
+    known_update.write_records({f"cases/{CASE}": known.Record(f"cases/{CASE}", [stale_cell])}, stale)
     rc, gate = _pytest(tmp_path / "f", f"--golden-dir={corpus}", f"--known-dir={stale}", "-k", "not append_think")
     assert rc == 0 and _verdicts(gate)[cell.mode] == "fixed", gate["_out"][-3000:]
     rc, gate = _pytest(tmp_path / "s", f"--golden-dir={corpus}", f"--known-dir={stale}", "--strict-known",
@@ -225,7 +227,7 @@ def test_update_known_loop(tmp_path):
     assert rc == 1 and set(_verdicts(gate).values()) == {"new"}, gate["_out"][-3000:]
     reg = tmp_path / "findings.yaml"
     shutil.copy(known.DEFAULT_REGISTRY, reg)
-    proc = subprocess.run([sys.executable, "-m", "fixtures.known", str(tmp_path / "r"), f"--known-dir={empty}",
+    proc = subprocess.run([sys.executable, "-m", "fixtures.known_update", str(tmp_path / "r"), f"--known-dir={empty}",
                            f"--findings={reg}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "new (recorded as unassigned" in proc.stdout, proc.stdout + proc.stderr
     rc, gate = _pytest(tmp_path, f"--golden-dir={corpus}", f"--known-dir={empty}")

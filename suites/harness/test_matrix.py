@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import known, matrix, repro
+from fixtures import known, repro
+from fixtures.matrix import bisect as matrix_bisect
+from fixtures.matrix import installs as matrix_installs
+from fixtures.matrix import page as matrix_page
+from fixtures.matrix import table as matrix_table
 
 pytestmark = pytest.mark.harness
 
@@ -36,8 +40,8 @@ def built() -> dict:
         runs.append({"spec": v, "version": v, "status": "ran",
                      "observations": json.loads((DATA / f"observations-{v}.json").read_text()),
                      "gate": json.loads((DATA / f"gate-{v}.json").read_text())})
-    runs.sort(key=lambda r: matrix._vkey(r["version"]))
-    return matrix.build_matrix(runs, registry, records)
+    runs.sort(key=lambda r: known.version_key(r["version"]))
+    return matrix_table.build_matrix(runs, registry, records)
 
 
 def _row(m: dict, fid: str) -> dict:
@@ -65,7 +69,7 @@ def test_findings_rows_count_cells_per_version(built):
     assert think["seen_on"] == [OLD, NEW]
     for v in (OLD, NEW):
         pv = think["per_version"][v]
-        assert pv["known"] >= 2 and pv["cells"] == sum(pv[k] for k in matrix.COUNTED)
+        assert pv["known"] >= 2 and pv["cells"] == sum(pv[k] for k in matrix_table.COUNTED)
     # unknown-tool-dropped: recorded on 0.32.0; 0.26.0 shows it, but one cell deviates otherwise
     unknown = _row(built, "unknown-tool-dropped")
     assert unknown["per_version"][OLD]["changed"] >= 1 and unknown["per_version"][NEW]["changed"] == 0
@@ -75,7 +79,7 @@ def test_findings_rows_count_cells_per_version(built):
     assert not tag["observable"] and tag["seen_on"] == [] and tag["first_seen"] is None
     assert all(pv["cells"] == 0 for pv in tag["per_version"].values())
     # what 0.26.0 does where nothing is recorded: the unexplained row, gone by 0.33.0
-    unexplained = _row(built, matrix.UNEXPLAINED)
+    unexplained = _row(built, matrix_table.UNEXPLAINED)
     assert unexplained["per_version"][OLD]["new"] >= 1 and unexplained["per_version"][NEW]["new"] == 0
     assert unexplained["last_seen"] == OLD and unexplained["gone_in"] == NEW
 
@@ -92,13 +96,13 @@ def test_cell_grid_and_changes_between_versions(built):
 
 
 def test_outputs_html_json_and_text(built, tmp_path):
-    jp, hp = matrix.write_outputs(built, tmp_path)
+    jp, hp = matrix_page.write_outputs(built, tmp_path)
     again = json.loads(jp.read_text())
-    assert again["schema"] == matrix.SCHEMA and again["findings"] == built["findings"]
+    assert again["schema"] == matrix_table.SCHEMA and again["findings"] == built["findings"]
     page = hp.read_text()
     for needle in ("think-end-swallowed", OLD, NEW, "first seen", "(unexplained)"):
         assert needle in page
-    table = matrix.text_table(built)
+    table = matrix_page.text_table(built)
     assert table.splitlines()[0].split()[:3] == ["finding", OLD, NEW]
 
 
@@ -106,7 +110,7 @@ def test_seen_on_write_back_edits_only_those_lines(built, tmp_path):
     reg = tmp_path / "findings.yaml"
     reg.write_text(re.sub(r"(?m)^    seen_on: \[.*\]$", "    seen_on: []", known.DEFAULT_REGISTRY.read_text()))
     before = reg.read_text().splitlines()
-    added = matrix.write_seen_on(built, reg)
+    added = matrix_table.write_seen_on(built, reg)
     after = reg.read_text().splitlines()
     assert "think-end-swallowed" in added[OLD] and "think-end-swallowed" in added[NEW]
     assert "structural-tag-rejects-think-gap" not in added[OLD] + added[NEW]
@@ -114,7 +118,7 @@ def test_seen_on_write_back_edits_only_those_lines(built, tmp_path):
     assert len(before) == len(after)
     changed = [(a, b) for a, b in zip(before, after) if a != b]
     assert changed and all(b.startswith("    seen_on: [") for _, b in changed)
-    assert matrix.write_seen_on(built, reg) == {}  # idempotent
+    assert matrix_table.write_seen_on(built, reg) == {}  # idempotent
 
 
 @pytest.mark.parametrize("text, kind", [("0.30.0", "release"), ("nightly", "nightly"), ("commit:abc1234", "commit"),
@@ -122,7 +126,7 @@ def test_seen_on_write_back_edits_only_those_lines(built, tmp_path):
                                         ("/w/vllm-0.30.0-cp38-abi3-manylinux_2_28_x86_64.whl", "wheel"),
                                         ("installed", "installed")])
 def test_version_specs(text, kind):
-    spec = matrix.parse_spec(text)
+    spec = matrix_installs.parse_spec(text)
     assert spec.kind == kind
     if kind == "wheel":
         assert spec.key == "0.30.0"
@@ -130,9 +134,9 @@ def test_version_specs(text, kind):
 
 def test_bisect_behaviour_of_one_case():
     doc = json.loads((DATA / f"observations-{OLD}.json").read_text())
-    b = matrix.behaviour(doc, "cases/unknown-tool", ["minimax_m2"], ["nonstream", "stream"])
+    b = matrix_bisect.behaviour(doc, "cases/unknown-tool", ["minimax_m2"], ["nonstream", "stream"])
     assert set(b) == {"minimax_m2/nonstream", "minimax_m2/stream"}
-    ids = matrix.case_nodeids("cases/unknown-tool", ["minimax_m2"], ["nonstream"])
+    ids = matrix_bisect.case_nodeids("cases/unknown-tool", ["minimax_m2"], ["nonstream"])
     assert ids == ["suites/parser/test_golden_parser.py::test_nonstream[unknown-tool-minimax_m2]"]
 
 
