@@ -405,12 +405,12 @@ def test_sleeps():
 def test_never_reached(): pass
 '''
 
-# A stand-in for a booted server, registered where fixtures.server keeps its live servers: its stop()
+# A stand-in for a booted server, registered where fixtures.server_process keeps its live servers: its stop()
 # notes who called it (the first caller must be fixtures.server's signal handler, reached through ours).
 FAKE_SERVER = '''
 import inspect
 import subprocess
-from fixtures import server as server_plugin
+from fixtures import server_process as server_plugin
 
 
 class FakeServer:
@@ -780,3 +780,48 @@ def test_a_harness_error_is_not_a_vllm_failure(tmp_path):
     ''', "--report-dir=reports")
     gate = json.loads((tmp_path / "v" / "reports" / "gate.json").read_text())
     assert gate["gates"]["parser"]["failed"] == 2 and gate["verdict"] == "fail", gate["gates"]["parser"]
+
+
+# ---------------------------------------------------------------- benchmark trends (trend.py)
+
+TREND_SOURCE = '''
+import pytest
+from fixtures import report
+from fixtures.report import trend
+
+
+def entry(version, created, value):  # a bench history entry (HistoryStore.write's fields that the chart reads)
+    return {"schema": 1, "created": created, "config_id": "gpu1", "gpu_profile": "h100", "vllm_version": version,
+            "metrics": {m: value for m in trend.TREND_METRICS}}
+
+
+@pytest.mark.gpu
+@pytest.mark.bench
+def test_bench_gpu1():
+    rows = [{"check": "h20-tp4", "metric": "output_throughput", "limit": 900.0, "pass": True}]
+    report.record_bench_result("gpu1", {"output_throughput": 1050.0}, {"output_throughput": 900.0},
+                               {"output_throughput": "pass"})
+    report.record_bench_trend("gpu1", history=[entry("0.26.0", "2026-08-01T00:00:00+00:00", 1000.0),
+                                               entry("0.27.0", "2026-09-01T00:00:00+00:00", 1001.0)],
+                              current={"metrics": {"output_throughput": 1050.0}, "vllm": "0.30.0", "date": "2026-11-27"},
+                              limits=trend.limits_from_rows(rows), label="GPU profile h100")
+'''
+
+
+def test_bench_trend_reaches_the_report(tmp_path):
+    """record_bench_trend in a test (here under xdist: the event travels from the worker) draws the chart."""
+    proc = run_pytest(tmp_path / "trend", TREND_SOURCE, "--report-dir=reports", "-n", "1")
+    page = (tmp_path / "trend" / "reports" / "report.html").read_text()
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert 'id="mm-bench-trends"' in page and 'data-config="gpu1"' in page
+    chart = page[page.index('data-metric="output_throughput"'):]
+    chart = chart[:chart.index("</svg>")]
+    assert chart.count('class="mm-trend-point"') == 2 and chart.count('class="mm-trend-current"') == 1
+    assert 'class="mm-trend-limit" data-check="h20-tp4"' in chart and ">0.27.0</text>" in chart
+
+
+def test_no_trend_section_without_stored_runs(mixed_run):
+    """The mixed run benchmarks without any stored run: no trend section (the table and bars remain)."""
+    _, out, _ = mixed_run
+    page = (out / "report.html").read_text()
+    assert 'id="mm-bench-table"' in page and "mm-bench-trends" not in page and "mm-trend" not in page

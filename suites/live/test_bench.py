@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+import datetime
 import json
 import uuid
 
 from fixtures import bench, bench_profiles, progress, report
+from fixtures.report import trend
 from fixtures.env import gpu_inventory
 
 
@@ -87,6 +89,24 @@ def _report(record_property, run: bench.BenchRun, outcome: bench.GateOutcome | N
         record_property("bench_previous", (outcome.previous or {}).get("_path"))
 
 
+def _report_trend(record_property, endpoint, bench_settings, *, profile: str, model: str, workload: bench.Workload,
+                  vllm_version: str, run: bench.BenchRun | None, outcome: bench.GateOutcome | None) -> None:
+    """The stored runs of this (configuration, GPU profile, workload) for the report's trend charts: the bench
+    history's green runs and the committed samples of the same model, with this run (None: nothing measured)
+    and the gate's limits. Read before a green run writes its own history entry. The counts go to the test's
+    user properties too (bench_trend_history, bench_trend_sessions)."""
+    key = (profile, endpoint.config_id, model, workload.key())
+    samples = [s for s in bench_profiles.load_samples() if (s["profile"], s["config"], s["model"], s["workload"]) == key]
+    history = bench_settings.history.entries(endpoint.config_id, profile, workload.key())
+    current = None if run is None else {"metrics": run.observed, "vllm": vllm_version,
+                                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    report.record_bench_trend(endpoint.config_id, history=history, samples=samples, current=current,
+                              limits=trend.limits_from_rows(outcome.rows if outcome else ()),
+                              label=f"GPU profile {profile}, workload {workload.key()}, {model} model")
+    record_property("bench_trend_history", len(history))
+    record_property("bench_trend_sessions", len({str(s["session"]) for s in samples}))
+
+
 @pytest.mark.bench
 @pytest.mark.gpu
 @pytest.mark.timeout(8 * 3600)
@@ -122,11 +142,15 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
                 on_result=bp.on_result(keep_sample), log=bp.log,
             )
     except bench.WarmupError as exc:
+        _report_trend(record_property, endpoint, bench_settings, profile=profile, model=model, workload=workload,
+                      vllm_version=vllm_version_str, run=None, outcome=None)
         report.inconclusive(f"{endpoint.config_id}: {exc} (server log: {endpoint.log_path})")
     outcome = bench.judge(run, config_id=endpoint.config_id, profile=profile, history=bench_settings.history,
                           floors=floors, model=model)
     _report(record_property, run, outcome, endpoint)
     bench.record(endpoint.config_id, run, outcome)
+    _report_trend(record_property, endpoint, bench_settings, profile=profile, model=model, workload=workload,
+                  vllm_version=vllm_version_str, run=run, outcome=outcome)
     summary = (f"config {endpoint.config_id}, GPU profile {profile} ({len(gpus)}x "
                f"{gpus[0]['name'] if gpus else 'remote'}), vLLM {vllm_version_str}, workload {workload.key()}, "
                f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench.format_rows(outcome.rows)}")
