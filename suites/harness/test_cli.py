@@ -136,7 +136,7 @@ def test_options_take_a_folder_after_a_space_or_equals(outside, form):
 
 
 def test_list_configs_prints_every_configuration_with_gpus_and_flags():
-    from fixtures.server import load_configs
+    from fixtures.configs import load_configs
 
     p = subprocess.run([sys.executable, "-m", "pytest", "--list-configs"], cwd=ROOT, env=_env(),
                        capture_output=True, text=True, timeout=120)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fixtures import server
+from fixtures import configs as launch_configs
+from fixtures import server_process
 from fixtures.golden import REASONING_PARSERS
 
 pytestmark = pytest.mark.harness
@@ -47,7 +49,7 @@ def _as_set_of_options(argv: list[str]) -> dict[str, tuple[str, ...]]:
 
 @pytest.fixture(scope="module")
 def configs():
-    return server.load_configs()
+    return launch_configs.load_configs()
 
 
 def test_configs_file_validates(configs):
@@ -73,17 +75,17 @@ def test_seed_expectations(configs):
     tp8 = configs["tp8"]
     assert tp8.expect == "refused"
     msg = "ValueError: The output_size of gate's and up's weight = 192 is not divisible by weight quantization block_n = 128."
-    assert server.re.search(tp8.error, msg)
+    assert re.search(tp8.error, msg)
 
 
 def test_every_configuration_is_complete(configs):
     for cfg in configs.values():
-        assert cfg.description and cfg.model in server.MODEL_KINDS
+        assert cfg.description and cfg.model in launch_configs.MODEL_KINDS
         assert set(cfg.reasoning_parsers) <= set(REASONING_PARSERS)
         opts = _as_set_of_options(list(cfg.args))
         assert opts.get("--tool-call-parser") == ("minimax_m2",), cfg.id
         assert "--enable-auto-tool-choice" in opts, cfg.id
-        assert cfg.expect in server.EXPECTATIONS
+        assert cfg.expect in launch_configs.EXPECTATIONS
         assert (cfg.error is not None) == (cfg.expect == "refused"), cfg.id
         if cfg.model in ("full", "reduced", "tiny", "tiny-bad-width"):
             assert opts.get("--load-format") == ("dummy",), f"{cfg.id}: a model built in code has no weights"
@@ -122,17 +124,17 @@ def test_cpu_configuration(configs):
 
 
 def test_default_configuration_follows_gpus():
-    assert server.default_config_id(0) == "cpu"
-    assert server.default_config_id(1) == "gpu1"
+    assert launch_configs.default_config_id(0) == "cpu"
+    assert launch_configs.default_config_id(1) == "gpu1"
 
 
 def test_harness_owned_flags_rejected(tmp_path: Path):
-    data = yaml.safe_load(server.CONFIGS_PATH.read_text())
+    data = yaml.safe_load(launch_configs.CONFIGS_PATH.read_text())
     data["configs"][0]["args"] = [*data["configs"][0]["args"], "--reasoning-parser", "minimax_m2"]
     bad = tmp_path / "configs.yaml"
     bad.write_text(yaml.safe_dump(data))
-    with pytest.raises(server.ConfigError, match="--reasoning-parser is set by the harness"):
-        server.load_configs(bad)
+    with pytest.raises(launch_configs.ConfigError, match="--reasoning-parser is set by the harness"):
+        launch_configs.load_configs(bad)
 
 
 @pytest.mark.parametrize("mutation, message", [
@@ -142,30 +144,30 @@ def test_harness_owned_flags_rejected(tmp_path: Path):
     (lambda c: c.update(expect="refused"), "needs an error regex"),
 ])
 def test_invalid_configurations_rejected(tmp_path: Path, mutation, message):
-    data = yaml.safe_load(server.CONFIGS_PATH.read_text())
+    data = yaml.safe_load(launch_configs.CONFIGS_PATH.read_text())
     mutation(data["configs"][0])
     bad = tmp_path / "configs.yaml"
     bad.write_text(yaml.safe_dump(data))
-    with pytest.raises(server.ConfigError, match=message):
-        server.load_configs(bad)
+    with pytest.raises(launch_configs.ConfigError, match=message):
+        launch_configs.load_configs(bad)
 
 
 def test_duplicate_id_rejected(tmp_path: Path):
-    data = yaml.safe_load(server.CONFIGS_PATH.read_text())
+    data = yaml.safe_load(launch_configs.CONFIGS_PATH.read_text())
     data["configs"].append(dict(data["configs"][0]))
     bad = tmp_path / "configs.yaml"
     bad.write_text(yaml.safe_dump(data))
-    with pytest.raises(server.ConfigError, match="duplicate"):
-        server.load_configs(bad)
+    with pytest.raises(launch_configs.ConfigError, match="duplicate"):
+        launch_configs.load_configs(bad)
 
 
 def test_command_line_of_a_launch(configs, tmp_path: Path):
-    cmd = server.build_command(configs["tp4"], "MiniMaxAI/MiniMax-M2", "minimax_m2", 8000, "m")
+    cmd = server_process.build_command(configs["tp4"], "MiniMaxAI/MiniMax-M2", "minimax_m2", 8000, "m")
     assert cmd[1:5] == ["-m", "vllm.entrypoints.cli.main", "serve", "MiniMaxAI/MiniMax-M2"]
     opts = _as_set_of_options(cmd[5:])
     assert opts["--reasoning-parser"] == ("minimax_m2",)
-    assert opts["--logits-processors"] == (server.REPLAY_PROCESSOR,)
+    assert opts["--logits-processors"] == (launch_configs.REPLAY_PROCESSOR,)
     assert "--api-key" not in opts
-    env = server.build_env(configs["tp4"], "sk-secret", None)
+    env = server_process.build_env(configs["tp4"], "sk-secret", None)
     assert env["VLLM_API_KEY"] == "sk-secret"
     assert "sk-secret" not in " ".join(cmd)

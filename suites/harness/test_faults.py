@@ -38,17 +38,17 @@ import psutil
 import pytest
 import yaml
 
-from fixtures import golden, server
+from fixtures import configs, endpoint, golden, server, server_manager, server_process
 
 pytestmark = pytest.mark.harness
-ROOT = server.ROOT
+ROOT = configs.ROOT
 LAUNCH_TEST = "suites/server/test_launch.py"
 LAUNCH_ID = f"{LAUNCH_TEST}::test_configuration_launches_as_documented[cpu]"
 CHAT_TEMPLATE_TEST = "suites/server/test_chat_template.py"
 PARSER_TEST = "suites/parser/test_golden_parser.py"
 
 
-needs_cpu_server = pytest.mark.skipif(not server.cpu_server_possible(), reason=server.CPU_SERVER_NEEDS)
+needs_cpu_server = pytest.mark.skipif(not configs.cpu_server_possible(), reason=configs.CPU_SERVER_NEEDS)
 
 
 class Run:
@@ -60,8 +60,8 @@ class Run:
         self.reports = tmp / "reports"
         self.token = "faults-" + uuid.uuid4().hex[:12]
         self.env = dict(os.environ)
-        self.env.update({server.TOKEN_ENV: self.token, server.LOG_DIR_ENV: str(tmp / "servers")})
-        self.env.pop(server.API_KEY_ENV, None)
+        self.env.update({server_process.TOKEN_ENV: self.token, server_manager.LOG_DIR_ENV: str(tmp / "servers")})
+        self.env.pop(endpoint.API_KEY_ENV, None)
         self.env.pop("PYTEST_ADDOPTS", None)
 
     def argv(self, *extra: str) -> list[str]:
@@ -96,7 +96,7 @@ def _none_left(token: str, wait: float = 30) -> list[str]:
     """Processes still carrying the inner session's server marker after `wait` s (killed, then named)."""
     deadline = time.monotonic() + wait
     while True:
-        left = server.marked_processes(token)
+        left = server_process.marked_processes(token)
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -116,7 +116,7 @@ def static_models_endpoint(tmp_path):
     root = tmp_path / "static"
     (root / "v1").mkdir(parents=True)
     (root / "v1" / "models").write_text(json.dumps(
-        {"object": "list", "data": [{"id": server.DEFAULT_SERVED_MODEL, "object": "model", "owned_by": "vllm"}]}))
+        {"object": "list", "data": [{"id": configs.DEFAULT_SERVED_MODEL, "object": "model", "owned_by": "vllm"}]}))
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                              "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -186,11 +186,11 @@ def test_signal_during_a_real_vllm_boot(tmp_path, signum, request, record_proper
     try:
         # the middle of the boot: the API server and its engine core process exist, nothing is ready
         deadline = time.monotonic() + 300
-        while len(server.marked_processes(run.token)) < 3:
+        while len(server_process.marked_processes(run.token)) < 3:
             assert proc.poll() is None, proc.communicate()[0][-4000:]
             assert time.monotonic() < deadline, "the inner vllm serve never got to its engine core"
             time.sleep(0.2)
-        booting = len(server.marked_processes(run.token))
+        booting = len(server_process.marked_processes(run.token))
         log = tmp_path / "servers" / "cpu-minimax_m2_append_think.log"
         assert "Application startup complete" not in log.read_text(errors="replace")
         sent = time.monotonic()

@@ -72,24 +72,24 @@ def test_bench_floors_option_sets_the_parser_cost_sizes(tmp_path):
 def test_gpu_count_is_the_lease_inventory(monkeypatch):
     """nvidia-smi lists 8 GPUs, the run may use 2 (CUDA_VISIBLE_DEVICES): a 4-GPU configuration is skipped
     with the reason, never admitted and then refused by the lease (an error)."""
-    from fixtures import env, gpus, server
+    from fixtures import configs, env, gpus, server_manager
 
     monkeypatch.setattr(env, "gpu_inventory", lambda: [
         {"index": str(i), "name": "NVIDIA H100", "memory": "80 GiB", "driver": "1"} for i in range(8)])
     monkeypatch.delenv("MINIMAX_GPU_INVENTORY", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    assert server.gpu_count() == len(gpus.detect_inventory()) == 2
-    cfg = server.load_configs()["tp4"]
+    assert configs.gpu_count() == len(gpus.detect_inventory()) == 2
+    cfg = configs.load_configs()["tp4"]
     with pytest.raises(pytest.skip.Exception, match="needs 4 GPUs, 2 present"):
-        server.ServerManager._check_gpus(None, cfg)
+        server_manager.ServerManager._check_gpus(None, cfg)
 
 
 def test_one_redaction_rule(monkeypatch):
-    from fixtures import report, server
+    from fixtures import endpoint, report
 
-    monkeypatch.setattr(server, "_SECRETS", set())
-    server._add_secret("sk-wiring-test-key")
-    assert server.redact("key sk-wiring-test-key here") == report.redact(
+    monkeypatch.setattr(endpoint, "_SECRETS", set())
+    endpoint.add_secret("sk-wiring-test-key")
+    assert endpoint.redact("key sk-wiring-test-key here") == report.redact(
         "key sk-wiring-test-key here", {"sk-wiring-test-key"}) == "key [REDACTED] here"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import progress, server
+from fixtures import endpoint, progress, server_manager, server_process
 
 pytestmark = pytest.mark.harness
 
@@ -23,13 +23,13 @@ HANGING_BOOT = '''
 import sys
 import pytest
 from pathlib import Path
-from fixtures import progress, server
+from fixtures import progress, server_process
 
 
 def _hanging(tmp_path):
     log = tmp_path / "hang.log"
-    srv = server.ServerProcess([sys.executable, "-c", "import time; print('Loading weights', flush=True); time.sleep(300)"],
-                               dict(__import__("os").environ), log, f"http://127.0.0.1:{server.free_port()}/v1",
+    srv = server_process.ServerProcess([sys.executable, "-c", "import time; print('Loading weights', flush=True); time.sleep(300)"],
+                               dict(__import__("os").environ), log, f"http://127.0.0.1:{server_process.free_port()}/v1",
                                None, "m", "fake/boot")
     return srv
 
@@ -62,7 +62,7 @@ def test_pytest_timeout_during_a_boot(tmp_path):
         srv.wait_ready(600)
     except BaseException as exc:
         srv.stop(grace=2)
-        server._fail_if_test_timeout(exc, srv, 600)
+        server_process.fail_if_test_timeout(exc, srv, 600)
         raise
 '''
 
@@ -120,12 +120,12 @@ def test_last_log_line(tmp_path):
 
 def test_boot_progress_status_line(tmp_path):
     """What a server boot's heartbeat says: phase and the log's last line, the API key redacted."""
-    server._add_secret("sk-test-progress-secret")
+    endpoint.add_secret("sk-test-progress-secret")
     log = tmp_path / "srv.log"
     log.write_text("INFO Loading weights with key sk-test-progress-secret\n")
-    srv = server.ServerProcess(["true"], {}, log, "http://127.0.0.1:1/v1", None, "m", "cpu/minimax_m2")
+    srv = server_process.ServerProcess(["true"], {}, log, "http://127.0.0.1:1/v1", None, "m", "cpu/minimax_m2")
     srv.phase = "waiting for /health (URLError: refused)"
-    mgr = server.ServerManager.__new__(server.ServerManager)
+    mgr = server_manager.ServerManager.__new__(server_manager.ServerManager)
     mgr.config = None
     seen = []
     orig = progress.heartbeat
@@ -138,4 +138,4 @@ def test_boot_progress_status_line(tmp_path):
     label, text = seen[0]
     assert label == "vllm cpu/minimax_m2"
     assert text.startswith("booting, waiting for /health (URLError: refused) | log: INFO Loading weights")
-    assert "sk-test-progress-secret" not in text and text.endswith(server.redact("sk-test-progress-secret"))
+    assert "sk-test-progress-secret" not in text and text.endswith(endpoint.redact("sk-test-progress-secret"))

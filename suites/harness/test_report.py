@@ -405,12 +405,12 @@ def test_sleeps():
 def test_never_reached(): pass
 '''
 
-# A stand-in for a booted server, registered where fixtures.server keeps its live servers: its stop()
+# A stand-in for a booted server, registered where fixtures.server_process keeps its live servers: its stop()
 # notes who called it (the first caller must be fixtures.server's signal handler, reached through ours).
 FAKE_SERVER = '''
 import inspect
 import subprocess
-from fixtures import server as server_plugin
+from fixtures import server_process as server_plugin
 
 
 class FakeServer:

@@ -23,10 +23,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fixtures import server
+from fixtures import configs, endpoint, server_manager, server_process
 
 pytestmark = pytest.mark.harness
-ROOT = server.ROOT
+ROOT = configs.ROOT
 SUBPROCESS_TIMEOUT = 900
 
 INNER_SERVER_TESTS = textwrap.dedent('''
@@ -68,11 +68,11 @@ INNER_EXTERNAL = textwrap.dedent('''
 ''')
 
 
-needs_cpu_server = pytest.mark.skipif(not server.cpu_server_possible(), reason=server.CPU_SERVER_NEEDS)
+needs_cpu_server = pytest.mark.skipif(not configs.cpu_server_possible(), reason=configs.CPU_SERVER_NEEDS)
 
 
 def _marked(token: str) -> list[psutil.Process]:
-    return server.marked_processes(token)
+    return server_process.marked_processes(token)
 
 
 def _assert_none_left(token: str, wait: float = 30) -> None:
@@ -105,8 +105,8 @@ class Inner:
         self.test_file.write_text(source)
         self.logs = tmp_path / "servers"
         self.env = dict(os.environ)
-        self.env.update({server.TOKEN_ENV: self.token, server.LOG_DIR_ENV: str(self.logs)})
-        self.env.pop(server.API_KEY_ENV, None)
+        self.env.update({server_process.TOKEN_ENV: self.token, server_manager.LOG_DIR_ENV: str(self.logs)})
+        self.env.pop(endpoint.API_KEY_ENV, None)
         # one golden case: the inner session must not depend on the state of the whole corpus
         self.golden = tmp_path / "golden"
         self.golden.mkdir()
@@ -133,7 +133,7 @@ class Inner:
 
 @pytest.fixture
 def one_server_at_a_time():
-    server.stop_all()  # servers of this (outer) session: the inner session boots its own
+    server_process.stop_all()  # servers of this (outer) session: the inner session boots its own
     yield
 
 
@@ -142,7 +142,7 @@ def one_server_at_a_time():
 def test_no_server_left_after_a_normal_session(tmp_path, one_server_at_a_time):
     inner = Inner(tmp_path, INNER_SERVER_TESTS)
     secret = "sk-lifecycle-" + uuid.uuid4().hex  # the server requires it (VLLM_API_KEY, never argv)
-    inner.env[server.API_KEY_ENV] = secret
+    inner.env[endpoint.API_KEY_ENV] = secret
     res = inner.run()
     out = res.stdout + res.stderr
     try:
@@ -170,7 +170,7 @@ def test_server_killed_mid_test_shows_its_log_tail(tmp_path, one_server_at_a_tim
         assert "1 failed" in out
         assert "vllm server cpu/minimax_m2_append_think log tail" in out, out[-6000:]
         assert "is dead (exit code -9)" in out, out[-6000:]
-        assert f"last {server.TAIL_LINES} lines of" in out
+        assert f"last {server_process.TAIL_LINES} lines of" in out
     finally:
         _assert_none_left(inner.token)
 
@@ -210,7 +210,7 @@ def test_api_key_never_printed(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     inner = Inner(tmp_path, INNER_EXTERNAL)
-    inner.env[server.API_KEY_ENV] = secret
+    inner.env[endpoint.API_KEY_ENV] = secret
     res = inner.run("--server-url", f"http://127.0.0.1:{port}/v1", timeout=120)
     assert secret not in res.stdout + res.stderr
     for f in (tmp_path / "reports").rglob("*"):

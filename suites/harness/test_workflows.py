@@ -117,7 +117,7 @@ def _step(job: dict, name_part: str) -> tuple[int, dict]:
 
 
 def test_nightly_matrix_covers_every_documented_configuration_by_gpu_count():
-    from fixtures.server import load_configs
+    from fixtures.configs import load_configs
 
     job = load(NIGHTLY)["jobs"]["gpu-gate"]
     assert "gpus-${{ matrix.gpus }}" in job["runs-on"]

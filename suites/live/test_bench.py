@@ -36,7 +36,7 @@ def _bench_tokenizer(request: pytest.FixtureRequest, endpoint, launch_configs, t
     if cfg is None:  # --server-url: bench falls back to the served model name
         return None
     if cfg.model == "real" and not opt("stand_in", default=None):
-        from fixtures.server import REAL_MODEL_ID
+        from fixtures.configs import REAL_MODEL_ID
 
         return REAL_MODEL_ID
     # Model folders built in code carry the built-in tokenizer (fixtures/model.py), i.e. tokenizer_dir's.

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from fixtures.server import ServerError, check_vllm_answers
+from fixtures.endpoint import ServerError, check_vllm_answers
 
 pytestmark = pytest.mark.server
 

@@ -1,7 +1,7 @@
 """Server tier: raw completions, concurrency, and the replay processor's own contract.
 
 Tests marked `replay` need the replay logits processor; against a --server-url endpoint without it they
-skip with the reason (fixtures/server.py: check_replay). A plain request runs against any vLLM."""
+skip with the reason (fixtures/endpoint.py: check_replay). A plain request runs against any vLLM."""
 
 from __future__ import annotations
 
