@@ -1,4 +1,4 @@
-"""The benchmark gate's own logic (fixtures/bench.py) on result files made here: no server, no GPU."""
+"""The benchmark gate's own logic (fixtures/bench.py, bench_floors.py, bench_judge.py) on result files made here: no server, no GPU."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import bench, bench_profiles
+from fixtures import bench, bench_floors, bench_judge, bench_profiles
 
 pytestmark = pytest.mark.harness
 
@@ -25,7 +25,7 @@ SEED_RESULT = {
 
 @pytest.fixture(scope="module")
 def floors():
-    return bench.load_floors(bench.FLOORS_PATH)
+    return bench_floors.load_floors(bench_floors.FLOORS_PATH)
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_floors_file_has_sources_and_the_seed_numbers(floors):
     assert floors["profiles"]["h100"]["values"]["output_throughput"] == 566.84
     assert 0 < floors["floor_tolerance"]["default"] < 0.5 and floors["floor_tolerance"]["source"]
     assert floors["regression_tolerance"]["source"]
-    assert bench.tolerance_for("failed", floors["floor_tolerance"]) == 0.0
+    assert bench_floors.tolerance_for("failed", floors["floor_tolerance"]) == 0.0
 
 
 # ------------------------------------------------------------------------------------ command
@@ -126,15 +126,15 @@ def test_non_numeric_metric_and_bad_files(tmp_path):
 
 
 def _gate(floors, workload, result, profile="h20", config="tp4"):
-    rows = bench.evaluate_failed_only(result)
-    for label, fset in bench.applicable_floor_sets(profile=profile, config_id=config, workload=workload, floors=floors):
-        rows += [r for r in bench.evaluate_floors(result, fset, floors=floors, label=label) if r["metric"] != "failed"]
+    rows = bench_judge.evaluate_failed_only(result)
+    for label, fset in bench_judge.applicable_floor_sets(profile=profile, config_id=config, workload=workload, floors=floors):
+        rows += [r for r in bench_judge.evaluate_floors(result, fset, floors=floors, label=label) if r["metric"] != "failed"]
     return rows
 
 
 def test_seed_run_passes_its_own_floor(floors, seed_workload):
     rows = _gate(floors, seed_workload, SEED_RESULT)
-    assert rows and all(r["pass"] for r in rows), bench.format_rows(rows)
+    assert rows and all(r["pass"] for r in rows), bench_judge.format_rows(rows)
     assert {r["metric"] for r in rows} == set(floors["metrics"])
     row = next(r for r in rows if r["metric"] == "output_throughput")
     assert set(row) >= {"metric", "observed", "floor", "limit", "direction", "pass"}
@@ -159,7 +159,7 @@ def test_missing_observed_metric_fails_its_row(floors, seed_workload):
     rows = _gate(floors, seed_workload, partial)
     bad = [r for r in rows if not r["pass"]]
     assert [(r["metric"], r["observed"]) for r in bad] == [("p99_itl_ms", None)]
-    assert "MISSING" in bench.format_rows(rows)
+    assert "MISSING" in bench_judge.format_rows(rows)
 
 
 def test_h100_profile_is_stricter_than_the_baseline(floors, seed_workload):
@@ -173,19 +173,19 @@ def test_h100_profile_is_stricter_than_the_baseline(floors, seed_workload):
 
 def test_floors_only_for_their_workload_and_gpus(floors, seed_workload):
     smoke = bench.preset("smoke", floors)
-    assert bench.applicable_floor_sets(profile="h100", config_id="tp4", workload=smoke, floors=floors) == []
-    assert bench.applicable_floor_sets(profile="cpu", config_id="cpu", workload=seed_workload, floors=floors) == []
-    labels = [l for l, _ in bench.applicable_floor_sets(profile="generic", config_id="tp4", workload=seed_workload, floors=floors)]
+    assert bench_judge.applicable_floor_sets(profile="h100", config_id="tp4", workload=smoke, floors=floors) == []
+    assert bench_judge.applicable_floor_sets(profile="cpu", config_id="cpu", workload=seed_workload, floors=floors) == []
+    labels = [l for l, _ in bench_judge.applicable_floor_sets(profile="generic", config_id="tp4", workload=seed_workload, floors=floors)]
     assert labels == ["baseline:h20-tp4-seed"]
     # The H20 profile repeats the baseline: judged once.
-    labels = [l for l, _ in bench.applicable_floor_sets(profile="h20", config_id="tp4", workload=seed_workload, floors=floors)]
+    labels = [l for l, _ in bench_judge.applicable_floor_sets(profile="h20", config_id="tp4", workload=seed_workload, floors=floors)]
     assert labels == ["baseline:h20-tp4-seed"]
     # A profile naming configurations does not judge others.
-    labels = [l for l, _ in bench.applicable_floor_sets(profile="h200", config_id="dp8-ep", workload=seed_workload, floors=floors)]
+    labels = [l for l, _ in bench_judge.applicable_floor_sets(profile="h200", config_id="dp8-ep", workload=seed_workload, floors=floors)]
     assert labels == ["baseline:h20-tp4-seed"]
     # Smoke results are still judged on failed requests.
-    assert bench.evaluate_failed_only({"failed": 0})[0]["pass"]
-    assert not bench.evaluate_failed_only({})[0]["pass"]
+    assert bench_judge.evaluate_failed_only({"failed": 0})[0]["pass"]
+    assert not bench_judge.evaluate_failed_only({})[0]["pass"]
 
 
 # ------------------------------------------------------------------------------------ spread
@@ -221,12 +221,12 @@ def test_spread_and_median_judging(floors, seed_workload, tmp_path):
     (["NVIDIA H200", "NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"], "h100"),
 ])
 def test_profile_selection(floors, names, profile):
-    assert bench.select_profile(names, floors) == profile
+    assert bench_floors.select_profile(names, floors) == profile
 
 
 def test_profile_from_inventory_shape(floors):
     inv = [{"index": "0", "name": "NVIDIA H100 80GB HBM3", "memory": "81559 MiB", "driver": "580"}]
-    assert bench.select_profile(bench.gpu_names_from_inventory(inv), floors) == "h100"
+    assert bench_floors.select_profile(bench_floors.gpu_names_from_inventory(inv), floors) == "h100"
 
 
 # ------------------------------------------------------------------------------------ regression + history
@@ -235,18 +235,18 @@ def test_profile_from_inventory_shape(floors):
 def test_regression_against_last_green(floors, seed_workload):
     prev = {"created": "2026-01-01T00:00:00+00:00", "vllm_version": "0.31.0",
             "metrics": bench.medians(bench.aggregate([SEED_RESULT]))}
-    assert bench.evaluate_regression(SEED_RESULT, None, floors=floors) == []
-    rows = bench.evaluate_regression(SEED_RESULT, prev, floors=floors)
+    assert bench_judge.evaluate_regression(SEED_RESULT, None, floors=floors) == []
+    rows = bench_judge.evaluate_regression(SEED_RESULT, prev, floors=floors)
     assert rows and all(r["pass"] for r in rows) and {r["metric"] for r in rows} == set(floors["metrics"])
     slower = scaled(SEED_RESULT, output_throughput=0.8, p99_itl_ms=1.15, mean_tpot_ms=1.15)
-    bad = {r["metric"] for r in bench.evaluate_regression(slower, prev, floors=floors) if not r["pass"]}
+    bad = {r["metric"] for r in bench_judge.evaluate_regression(slower, prev, floors=floors) if not r["pass"]}
     # p99 tails have a 20% band, means 10%.
     assert bad == {"output_throughput", "mean_tpot_ms"}
     assert all("0.31.0" in r["source"] for r in rows)
 
 
 def test_history_round_trip(tmp_path, floors, seed_workload):
-    store = bench.HistoryStore(tmp_path / "hist")
+    store = bench_judge.HistoryStore(tmp_path / "hist")
     assert store.latest("tp4", "h100", seed_workload.key()) is None
     spread = bench.aggregate([SEED_RESULT, scaled(SEED_RESULT, output_throughput=1.2)])
     p1 = store.write(config_id="tp4", gpu_profile="h100", workload=seed_workload, vllm_version="0.31.0",
@@ -273,18 +273,18 @@ def test_history_round_trip(tmp_path, floors, seed_workload):
 
 
 def test_judge_combines_floors_and_history(tmp_path, floors, seed_workload):
-    store = bench.HistoryStore(tmp_path)
+    store = bench_judge.HistoryStore(tmp_path)
     run = bench.BenchRun(seed_workload, [SEED_RESULT], [], bench.aggregate([SEED_RESULT]), {"requests": 0})
-    out = bench.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
+    out = bench_judge.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
     assert out.passed and out.previous is None
     store.write(config_id="tp4", gpu_profile="h20", workload=seed_workload, vllm_version="0.1",
                 spread=bench.aggregate([scaled(SEED_RESULT, output_throughput=1.05)]))
-    out = bench.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
+    out = bench_judge.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
     assert out.passed and out.previous and any(r["check"] == "regression" for r in out.rows)
     store.write(config_id="tp4", gpu_profile="h20", workload=seed_workload, vllm_version="0.2",
                 spread=bench.aggregate([scaled(SEED_RESULT, output_throughput=1.5)]),
                 created="2999-01-01T00:00:00+00:00")
-    out = bench.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
+    out = bench_judge.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
     assert not out.passed
     assert [(r["check"], r["metric"]) for r in out.rows if not r["pass"]] == [("regression", "output_throughput")]
 
@@ -295,15 +295,15 @@ def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_
     from fixtures import report
 
     run = bench.BenchRun(seed_workload, [SEED_RESULT], [], bench.aggregate([SEED_RESULT]), {"requests": 0})
-    rows = bench.evaluate_failed_only(SEED_RESULT) + [
+    rows = bench_judge.evaluate_failed_only(SEED_RESULT) + [
         {"check": "h20-tp4", "metric": "output_throughput", "observed": 120.0, "floor": 115.95, "pass": True},
         {"check": "h100", "metric": "output_throughput", "observed": 120.0, "floor": 566.84, "pass": False},
         {"check": "regression", "metric": "output_throughput", "observed": 120.0, "floor": 130.0, "pass": False},
     ]
-    outcome = bench.GateOutcome("h100", rows, {"metrics": {"output_throughput": 130.0}})
+    outcome = bench_judge.GateOutcome("h100", rows, {"metrics": {"output_throughput": 130.0}})
     seen = []
     monkeypatch.setattr(report, "record_bench_result", lambda *a, **kw: seen.append(a + (kw,)))
-    bench.record("tp4", run, outcome)
+    bench_judge.record("tp4", run, outcome)
     config_id, metrics, floors, verdicts, previous = seen[0][:5]
     assert config_id == "tp4"
     assert set(metrics) == {"failed", "output_throughput vs h20-tp4", "output_throughput vs h100",
@@ -319,9 +319,9 @@ def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_
 
 
 def test_published_numbers_of_the_hardware_are_shown_but_do_not_gate_other_configurations(seed_workload):
-    floors = bench.load_floors(bench.FLOORS_PATH)
+    floors = bench_floors.load_floors(bench_floors.FLOORS_PATH)
     slow = {"output_throughput": 200.0, "mean_ttft_ms": 100.0, "mean_tpot_ms": 3.0, "p99_tpot_ms": 4.0}
-    rows = bench.reference_rows(slow, profile="h100", config_id="gpu1", workload=seed_workload, floors=floors,
+    rows = bench_judge.reference_rows(slow, profile="h100", config_id="gpu1", workload=seed_workload, floors=floors,
                                 gating=["baseline:h20-tp4-seed"])
     by_metric = {r["metric"]: r for r in rows}
     assert by_metric["output_throughput"]["floor"] == 566.84
@@ -329,10 +329,10 @@ def test_published_numbers_of_the_hardware_are_shown_but_do_not_gate_other_confi
     assert by_metric["mean_ttft_ms"]["meets_reference"] is True
     assert all(r["gating"] is False for r in rows)
     # where the profile gates the configuration (tp4 on H100) it is judged, not shown as a reference
-    assert bench.reference_rows(slow, profile="h100", config_id="tp4", workload=seed_workload, floors=floors,
+    assert bench_judge.reference_rows(slow, profile="h100", config_id="tp4", workload=seed_workload, floors=floors,
                                 gating=["baseline:h20-tp4-seed", "profile:h100"]) == []
-    outcome = bench.GateOutcome("h100", rows, None)
-    _, _, verdicts, _ = bench.report_rows(outcome)
+    outcome = bench_judge.GateOutcome("h100", rows, None)
+    _, _, verdicts, _ = bench_judge.report_rows(outcome)
     assert verdicts["output_throughput vs profile:h100 (reference only)"] == "info: short of reference"
 
 
@@ -347,7 +347,7 @@ def _samples(values, config="tp4", model="full", per_session=1):
 
 
 def _floor(floors, samples, config="tp4"):
-    tol = {m: bench.tolerance_for(m, floors["regression_tolerance"]) for m in floors["metrics"]}
+    tol = {m: bench_floors.tolerance_for(m, floors["regression_tolerance"]) for m in floors["metrics"]}
     return bench_profiles.floor_set(samples, profile="h200", config_id=config, model="full", workload_key="seed",
                                     metrics=floors["metrics"], tolerance=tol)
 
@@ -368,10 +368,10 @@ def test_measured_floor_from_session_medians_and_their_spread(floors):
 
 
 def test_measured_floor_gates_from_three_sessions_and_only_its_configuration(floors, seed_workload, tmp_path):
-    store = bench.HistoryStore(tmp_path)
+    store = bench_judge.HistoryStore(tmp_path)
     slow = scaled(SEED_RESULT, output_throughput=1000 / 115.95 * 0.7)  # 700 tok/s: 30 % under 1000
     run = bench.BenchRun(seed_workload, [slow], [], bench.aggregate([slow]), {"requests": 0})
-    judge = lambda samples, config="tp4": bench.judge(run, config_id=config, profile="h200", history=store,  # noqa: E731
+    judge = lambda samples, config="tp4": bench_judge.judge(run, config_id=config, profile="h200", history=store,  # noqa: E731
                                                       floors=floors, model="full", samples=samples)
     two = judge(_samples([1000, 1000]))
     assert two.passed and any("reference only" in r["check"] and not r["meets_reference"] for r in two.rows)
@@ -389,24 +389,24 @@ def test_committed_samples_each_pass_their_own_profile(floors):
     keys = {(s["profile"], s["config"], s["model"], s["workload"]) for s in samples}
     for profile, config, model, workload in keys:
         mine = [s for s in samples if (s["profile"], s["config"], s["model"]) == (profile, config, model)]
-        tol = {m: bench.tolerance_for(m, floors["regression_tolerance"]) for m in floors["metrics"]}
+        tol = {m: bench_floors.tolerance_for(m, floors["regression_tolerance"]) for m in floors["metrics"]}
         fs = bench_profiles.floor_set(mine, profile=profile, config_id=config, model=model, workload_key=workload,
                                       metrics=floors["metrics"], tolerance=tol)
         for session in {s["session"] for s in mine}:
             runs = [s["metrics"] for s in mine if s["session"] == session]
             observed = {m: sorted(r[m] for r in runs)[len(runs) // 2] for m in fs["values"]}
-            rows = bench.evaluate_floors(observed, fs, floors=floors, label="measured")
+            rows = bench_judge.evaluate_floors(observed, fs, floors=floors, label="measured")
             bad = [(r["metric"], r["observed"], r["limit"]) for r in rows if not r["pass"]]
             assert not bad, f"{profile}/{config}/{model} session {session}: {bad}"
 
 
 def test_regression_band_widens_with_the_previous_runs_spread(floors, seed_workload, tmp_path):
-    store = bench.HistoryStore(tmp_path)
+    store = bench_judge.HistoryStore(tmp_path)
     noisy = [scaled(SEED_RESULT, output_throughput=f) for f in (0.8, 1.0, 1.2)]
     store.write(config_id="tp4", gpu_profile="h20", workload=seed_workload, vllm_version="0.1",
                 spread=bench.aggregate(noisy))
     down15 = scaled(SEED_RESULT, output_throughput=0.85)
-    rows = bench.evaluate_regression(down15, store.latest("tp4", "h20", "seed"), floors=floors)
+    rows = bench_judge.evaluate_regression(down15, store.latest("tp4", "h20", "seed"), floors=floors)
     row = next(r for r in rows if r["metric"] == "output_throughput")
     assert row["tolerance"] == pytest.approx(0.4) and row["pass"], "a 15 % drop inside a 40 % measured spread"
 

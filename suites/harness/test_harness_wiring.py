@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures import bench, golden
+from fixtures import bench, bench_floors, golden
 from fixtures.plugin import golden_corpus
 
 pytestmark = pytest.mark.harness
@@ -40,22 +40,22 @@ def test_golden_corpus_comes_from_the_plugin(pytestconfig):
 
 
 def test_default_floors_follow_use_floors(tmp_path):
-    doc = bench.load_floors(bench.FLOORS_PATH)
+    doc = bench_floors.load_floors(bench_floors.FLOORS_PATH)
     doc["parser_cost"]["max_growth"] = 123.0
     other = tmp_path / "floors.yaml"
     other.write_text(yaml.safe_dump(doc))
-    before = bench._floors_path
+    before = bench_floors._floors_path
     try:
-        bench.use_floors(other)
-        assert bench.load_floors()["parser_cost"]["max_growth"] == 123.0
+        bench_floors.use_floors(other)
+        assert bench_floors.load_floors()["parser_cost"]["max_growth"] == 123.0
         assert bench.preset("smoke") == bench.preset("smoke", doc)
     finally:
-        bench.use_floors(before)
+        bench_floors.use_floors(before)
 
 
 @pytest.mark.slow
 def test_bench_floors_option_sets_the_parser_cost_sizes(tmp_path):
-    doc = bench.load_floors(bench.FLOORS_PATH)
+    doc = bench_floors.load_floors(bench_floors.FLOORS_PATH)
     doc["parser_cost"]["sizes"] = [512, 3072]
     other = tmp_path / "floors.yaml"
     other.write_text(yaml.safe_dump(doc))

@@ -1,5 +1,5 @@
 """Benchmark gate: the seed's `vllm bench serve` against a served configuration, floors from
-fixtures/data/floors.yaml (engine: fixtures/bench.py).
+fixtures/data/floors.yaml (engine: fixtures/bench.py, judged by fixtures/bench_judge.py).
 
 * `test_seed_benchmark_floors` (bench + gpu): the GPU configuration's server (--config, default gpu1 with
   GPUs; or --server-url), warm-up, --bench-repeat runs of the seed workload, floors judged on the median
@@ -20,7 +20,7 @@ import datetime
 import json
 import uuid
 
-from fixtures import bench, bench_profiles, progress, report
+from fixtures import bench, bench_floors, bench_judge, bench_profiles, progress, report
 from fixtures.report import trend
 from fixtures.env import gpu_inventory
 
@@ -63,7 +63,7 @@ def _save_samples(request: pytest.FixtureRequest, samples: list[dict]) -> Path:
     return out
 
 
-def _not_judgeable(outcome: bench.GateOutcome, n_runs: int) -> str | None:
+def _not_judgeable(outcome: bench_judge.GateOutcome, n_runs: int) -> str | None:
     """Why a red gate is no verdict on vLLM: only the suite's own measured or last-green rows failed and
     fewer than MIN_REPEATS runs were measured (the H20 contract and zero-failed always judge)."""
     failed = [r for r in outcome.rows if not r["pass"]]
@@ -75,7 +75,7 @@ def _not_judgeable(outcome: bench.GateOutcome, n_runs: int) -> str | None:
     return None
 
 
-def _report(record_property, run: bench.BenchRun, outcome: bench.GateOutcome | None, endpoint) -> None:
+def _report(record_property, run: bench.BenchRun, outcome: bench_judge.GateOutcome | None, endpoint) -> None:
     record_property("bench_config", endpoint.config_id)
     record_property("bench_workload", run.workload.key())
     record_property("bench_spread", {k: {kk: round(v[kk], 3) for kk in ("min", "median", "max")} | {"n": v["n"]}
@@ -90,7 +90,7 @@ def _report(record_property, run: bench.BenchRun, outcome: bench.GateOutcome | N
 
 
 def _report_trend(record_property, endpoint, bench_settings, *, profile: str, model: str, workload: bench.Workload,
-                  vllm_version: str, run: bench.BenchRun | None, outcome: bench.GateOutcome | None) -> None:
+                  vllm_version: str, run: bench.BenchRun | None, outcome: bench_judge.GateOutcome | None) -> None:
     """The stored runs of this (configuration, GPU profile, workload) for the report's trend charts: the bench
     history's green runs and the committed samples of the same model, with this run (None: nothing measured)
     and the gate's limits. Read before a green run writes its own history entry. The counts go to the test's
@@ -121,7 +121,7 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
         pytest.skip("the selected configuration is the CPU one: the seed floors are for GPU configurations")
     floors = bench_settings.floors()
     workload = bench_settings.workload(default_scale="seed")
-    profile = bench_settings.profile(bench.gpu_names_from_inventory(gpus))
+    profile = bench_settings.profile(bench_floors.gpu_names_from_inventory(gpus))
     model = _model_kind(request, endpoint, launch_configs)
     session = f"{vllm_version_str}-{uuid.uuid4().hex[:8]}"
 
@@ -145,15 +145,15 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
         _report_trend(record_property, endpoint, bench_settings, profile=profile, model=model, workload=workload,
                       vllm_version=vllm_version_str, run=None, outcome=None)
         report.inconclusive(f"{endpoint.config_id}: {exc} (server log: {endpoint.log_path})")
-    outcome = bench.judge(run, config_id=endpoint.config_id, profile=profile, history=bench_settings.history,
+    outcome = bench_judge.judge(run, config_id=endpoint.config_id, profile=profile, history=bench_settings.history,
                           floors=floors, model=model)
     _report(record_property, run, outcome, endpoint)
-    bench.record(endpoint.config_id, run, outcome)
+    bench_judge.record(endpoint.config_id, run, outcome)
     _report_trend(record_property, endpoint, bench_settings, profile=profile, model=model, workload=workload,
                   vllm_version=vllm_version_str, run=run, outcome=outcome)
     summary = (f"config {endpoint.config_id}, GPU profile {profile} ({len(gpus)}x "
                f"{gpus[0]['name'] if gpus else 'remote'}), vLLM {vllm_version_str}, workload {workload.key()}, "
-               f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench.format_rows(outcome.rows)}")
+               f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench_judge.format_rows(outcome.rows)}")
     print(summary)
     if outcome.passed:
         path = bench_settings.history.write(config_id=endpoint.config_id, gpu_profile=profile, workload=workload,
@@ -186,14 +186,14 @@ def test_cpu_bench_smoke(request, server_factory, launch_configs, bench_settings
             warmup=warmup, repeat=repeat, timeout=min(bench_settings.timeout, 300),
             on_result=bp.on_result(), log=bp.log,
         )
-    outcome = bench.judge(run, config_id=endpoint.config_id, profile="cpu",
-                          history=bench.HistoryStore(tmp_path / "no-history"), floors=floors)
+    outcome = bench_judge.judge(run, config_id=endpoint.config_id, profile="cpu",
+                                history=bench_judge.HistoryStore(tmp_path / "no-history"), floors=floors)
     _report(record_property, run, outcome, endpoint)
-    bench.record(endpoint.config_id, run, outcome)
+    bench_judge.record(endpoint.config_id, run, outcome)
     print(f"CPU smoke {workload.key()}: runs {[round(s, 1) for s in run.seconds]} s\n{bench.format_spread(run.spread)}")
     # Every result was loaded through the schema (all metrics present and numeric); now what is meaningful here.
     assert len(run.results) == bench_settings.repeat_or(bench.SMOKE_DEFAULTS["repeat"])
-    assert [r["check"] for r in outcome.rows] == ["zero-failed"] and outcome.passed, bench.format_rows(outcome.rows)
+    assert [r["check"] for r in outcome.rows] == ["zero-failed"] and outcome.passed, bench_judge.format_rows(outcome.rows)
     for res in run.results:
         assert res["failed"] == 0 and res["completed"] == workload.num_prompts, res
         assert res["total_output_tokens"] == workload.num_prompts * workload.output_len, res

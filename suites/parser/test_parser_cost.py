@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from fixtures import bench
+from fixtures import bench_floors
 from fixtures.known import Observation
 from fixtures.vllm_parsers import ParserDriver, chunked
 
@@ -54,7 +54,7 @@ MESSAGES = [{"role": "user", "content": "Write the module to /work/app/generated
 
 def _cost() -> dict:
     """floors.yaml's parser_cost section, from this run's floors file (--bench-floors)."""
-    return bench.load_floors()["parser_cost"]
+    return bench_floors.load_floors()["parser_cost"]
 
 
 def _sizes() -> list[int]:
