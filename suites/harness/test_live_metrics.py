@@ -10,7 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
-from fixtures import golden, live
+from fixtures import golden, known, live
+from fixtures.live.store import record_from_dict
 from fixtures.live import (
     LiveDataError,
     LivePrompt,
@@ -297,6 +298,34 @@ def test_stream_protocol_problems_are_kept_and_counted():
     res = live.stream_protocol_error_rate([r])
     assert (res.count, res.total, res.rate) == (1, 1, 1.0) and not res.meets(live.load_thresholds()[res.name])
     assert "first delta has no id" in res.failure_message(0) and "above threshold 0.00%" in res.failure_message(0)
+
+
+def test_recorded_protocol_problems_are_known_not_counted():
+    """The index gap after a dropped unknown tool is recorded known vLLM behaviour (golden/known, finding
+    stream-index-gap-after-dropped-call): at temperature 1.0 a live answer may meet it; it is listed as known
+    with its finding, never counted - any other protocol problem of the same record still is."""
+    kp = known.known_problems(known.load_records())
+    gap = live.record_from_chunks([chunk({"tool_calls": [tc(1, "{}", "get_weather", "c", "function")]}),
+                                   chunk({}, finish="tool_calls")], prompt_id="call-p")
+    res = live.stream_protocol_error_rate([gap], kp)
+    assert (res.count, res.total) == (0, 1) and res.meets(0)
+    assert "stream-index-gap-after-dropped-call" in res.known[0].reason and "1 known" in res.summary()
+    assert live.stream_protocol_error_rate([gap]).count == 1, "without the known records it counts"
+    worse = live.record_from_chunks([chunk({"tool_calls": [tc(1, "{}", "get_weather", "c", "function")]}),
+                                     chunk({"tool_calls": [tc(1, "", "get_weather")]}),
+                                     chunk({}, finish="tool_calls")], prompt_id="call-p")
+    res = live.stream_protocol_error_rate([worse], kp)
+    assert res.count == 1 and "repeats the name" in res.failure_message(0) and "index skips" not in res.failure_message(0)
+
+
+def test_records_saved_before_stream_errors_keep_their_defects():
+    """A records.jsonl line of the earlier format kept a stream's problems per tool call: read back, they are
+    the record's stream_errors (a defect is not read back as a clean stream)."""
+    old = {"prompt_id": "call-p", "mode": "stream", "ok": True, "finish_reason": "tool_calls",
+           "tool_calls": [{"name": "get_weather", "arguments": "{}", "problems": ["first delta has no id"]}]}
+    r = record_from_dict(old)
+    assert r.stream_errors == ["first delta has no id"]
+    assert live.stream_protocol_error_rate([r]).count == 1
 
 
 def test_stream_without_finish_reason_is_a_failed_query():
