@@ -437,3 +437,24 @@ def test_samples_of_a_run_carry_provenance(floors, tmp_path):
     dest = tmp_path / "samples.yaml"
     assert bench_profiles.add(src, dest) == 2 and bench_profiles.add(src, dest) == 2
     assert len(bench_profiles.load_samples(dest)) == 4
+
+
+def test_samples_of_a_failed_run_are_refused(floors, tmp_path):
+    """The band reaches the worst recorded session, so a run whose bench gate failed never becomes a sample:
+    `add` refuses the file whole (nothing written) and names the session; a judged-green or interrupted
+    (unjudged) session is added."""
+    s = bench_profiles.samples_of_run([SEED_RESULT], profile="h100", config_id="gpu1", model="reduced",
+                                      workload_key="seed", vllm_version="0.26.0", metrics=floors["metrics"],
+                                      gpus=[{"name": "NVIDIA H100 80GB HBM3"}], date="2026-11-27", session="bad")
+    s += bench_profiles.samples_of_run([SEED_RESULT], profile="h100", config_id="gpu1", model="reduced",
+                                       workload_key="seed", vllm_version="0.26.0", metrics=floors["metrics"],
+                                       gpus=[{"name": "NVIDIA H100 80GB HBM3"}], date="2026-11-27", session="cut")
+    src, dest = tmp_path / "bench-samples.json", tmp_path / "samples.yaml"
+    src.write_text(json.dumps(s))
+    bench_profiles.mark_session(src, "bad", "fail")
+    with pytest.raises(bench_profiles.SampleError, match="bad failed their bench gate"):
+        bench_profiles.add(src, dest)
+    assert not dest.exists()
+    bench_profiles.mark_session(src, "bad", "pass")
+    assert bench_profiles.add(src, dest) == 2
+    assert [x.get("gate") for x in bench_profiles.load_samples(dest)] == ["pass", None]

@@ -54,9 +54,13 @@ def _model_kind(request: pytest.FixtureRequest, endpoint, launch_configs) -> str
     return request.config.getoption("stand_in", default=None) or cfg.model
 
 
+def _samples_path(request: pytest.FixtureRequest) -> Path:
+    return Path(request.config.getoption("--report-dir", default=None) or "reports") / "bench-samples.json"
+
+
 def _save_samples(request: pytest.FixtureRequest, samples: list[dict]) -> Path:
     """Append this run's samples to <report-dir>/bench-samples.json (python -m fixtures.bench_profiles add)."""
-    out = Path(request.config.getoption("--report-dir", default=None) or "reports") / "bench-samples.json"
+    out = _samples_path(request)
     out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(out.read_text()) if out.is_file() else []
     out.write_text(json.dumps(old + samples, indent=1) + "\n")
@@ -160,6 +164,8 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
                                             vllm_version=vllm_version_str, spread=run.spread, gpus=gpus)
         record_property("bench_history_written", str(path))
     why = _not_judgeable(outcome, len(run.results))
+    bench_profiles.mark_session(_samples_path(request), session,
+                                "pass" if outcome.passed else "inconclusive" if why else "fail")
     if why:
         report.inconclusive(f"{endpoint.config_id}: {why}\n{summary}")
     assert outcome.passed, "benchmark gate failed:\n" + summary
