@@ -160,9 +160,9 @@ def test_static_models_endpoint_is_not_a_launched_vllm(tmp_path, static_models_e
 @pytest.mark.slow
 def test_launch_test_passes_against_a_real_vllm_server_url(tmp_path, server_factory, vllm_version_str):
     """The check that rejects the static endpoint accepts a real `vllm serve` given as --server-url."""
-    endpoint = server_factory("cpu")
+    served = server_factory("cpu")
     run = Run(tmp_path, LAUNCH_TEST)
-    res = run.run("--server-url", endpoint.base_url, "--config", "cpu", timeout=300)
+    res = run.run("--server-url", served.base_url, "--config", "cpu", timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert run.gate()["tests"][LAUNCH_ID] == "passed"

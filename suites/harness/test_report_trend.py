@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from fixtures import bench
-from fixtures.bench_plugin import HistoryStore
+from fixtures.bench_judge import HistoryStore
 from fixtures.report import trend
 
 pytestmark = pytest.mark.harness
@@ -48,7 +48,7 @@ def _samples() -> list[dict]:
             sample("s-a", "0.26.0", "2026-09-15", 1300.0), sample("s-b", "0.29.0", "2026-11-20", 1250.0)]
 
 
-ROWS = [  # fixtures.bench verdict rows, as judge() makes them
+ROWS = [  # fixtures.bench_judge verdict rows, as judge() makes them
     {"check": "zero-failed", "metric": "failed", "limit": 0.0, "pass": True},
     {"check": "h20-tp4", "metric": "output_throughput", "limit": 900.0, "direction": "higher", "pass": True},
     {"check": "h20-tp4", "metric": "mean_ttft_ms", "limit": 15.0, "direction": "lower", "pass": True},

@@ -25,33 +25,39 @@ def _functions(tree: ast.AST):
             yield node
 
 
-def test_modules_are_small_and_say_what_they_own():
-    too_long, undocumented = [], []
-    for path in _modules():
-        text = path.read_text()
-        rel = path.relative_to(FIXTURES.parent)
-        n = text.count("\n")
-        if n > MAX_MODULE_LINES:
-            too_long.append(f"{rel}: {n} lines")
-        if text.strip() and not ast.get_docstring(ast.parse(text)):
-            undocumented.append(str(rel))
-    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: " + "; ".join(too_long)
-    assert not undocumented, "modules without a docstring saying what they own: " + ", ".join(undocumented)
+def _module_problems(path: Path) -> list[str]:
+    """Why one module breaks the shape: too long, no docstring, functions too long."""
+    text = path.read_text()
+    tree = ast.parse(text)
+    out = []
+    n = text.count("\n")
+    if n > MAX_MODULE_LINES:
+        out.append(f"{n} lines (over {MAX_MODULE_LINES})")
+    if text.strip() and not ast.get_docstring(tree):
+        out.append("no docstring saying what it owns")
+    for fn in _functions(tree):
+        length = fn.end_lineno - fn.lineno + 1
+        if length > MAX_FUNCTION_LINES:
+            out.append(f"function {fn.name} (line {fn.lineno}) has {length} lines (over {MAX_FUNCTION_LINES})")
+    return out
 
 
-def test_functions_are_short():
-    long = []
-    for path in _modules():
-        for fn in _functions(ast.parse(path.read_text())):
-            n = fn.end_lineno - fn.lineno + 1
-            if n > MAX_FUNCTION_LINES:
-                long.append(f"{path.relative_to(FIXTURES.parent)}:{fn.lineno} {fn.name} ({n} lines)")
-    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: " + "; ".join(long)
+def test_fixtures_modules_are_small_documented_and_have_short_functions():
+    bad = {str(p.relative_to(FIXTURES.parent)): probs for p in _modules() if (probs := _module_problems(p))}
+    assert not bad, "\n".join(f"{path}: {'; '.join(probs)}" for path, probs in bad.items())
 
 
 def test_the_check_can_fail(tmp_path):
-    """The measure itself: a long function is seen (so the two tests above can fail)."""
-    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES + 1))
-    tree = ast.parse(f"def f():\n{body}\n")
-    (fn,) = list(_functions(tree))
-    assert fn.end_lineno - fn.lineno + 1 > MAX_FUNCTION_LINES
+    """Each measure sees what it is for (so the test above can fail)."""
+    good = tmp_path / "good.py"
+    good.write_text('"""Owns nothing."""\n\ndef f():\n    return 1\n')
+    assert _module_problems(good) == []
+    long_fn = tmp_path / "long_fn.py"
+    long_fn.write_text('"""Doc."""\ndef f():\n' + "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES)))
+    assert _module_problems(long_fn) == [f"function f (line 2) has {MAX_FUNCTION_LINES + 1} lines (over {MAX_FUNCTION_LINES})"]
+    long_mod = tmp_path / "long_mod.py"
+    long_mod.write_text('"""Doc."""\n' + "x = 1\n" * MAX_MODULE_LINES)
+    assert _module_problems(long_mod) == [f"{MAX_MODULE_LINES + 1} lines (over {MAX_MODULE_LINES})"]
+    undocumented = tmp_path / "undocumented.py"
+    undocumented.write_text("x = 1\n")
+    assert _module_problems(undocumented) == ["no docstring saying what it owns"]
