@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from fixtures import golden, known, report
-from fixtures.plugin import CORPUS_KEY, golden_corpus
+from fixtures.plugin import CORPUS_KEY, KNOWN_KEY, golden_corpus, known_behaviour
 from fixtures.env import vllm_version
 
 ROOT = Path(__file__).resolve().parent
@@ -31,9 +31,6 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-_KNOWN = pytest.StashKey[tuple]()  # (registry, records)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     directory = config.getoption("--golden-dir") or golden.DEFAULT_CASES_DIR
     try:
@@ -45,7 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
         records = known.load_records(Path(config.getoption("--known-dir") or known.DEFAULT_KNOWN_DIR))
     except golden.GoldenFormatError as exc:
         raise pytest.UsageError(f"known behaviour: {exc}") from None
-    config.stash[_KNOWN] = (registry, records)
+    config.stash[KNOWN_KEY] = (registry, records)
     report.record_registry(registry)
     tok = config.getoption("--tokenizer")
     if tok and not (Path(tok) / "tokenizer_config.json").is_file():
@@ -81,11 +78,6 @@ def tokenizer(tokenizer_dir: Path):
     from fixtures.tokenizer import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)
-
-
-def known_behaviour(config: pytest.Config) -> tuple[dict, dict]:
-    """(findings registry, known records) of this session (fixtures.known)."""
-    return config.stash[_KNOWN]
 
 
 @pytest.fixture
