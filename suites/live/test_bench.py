@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 import datetime
-import json
 import uuid
 
 from fixtures import bench, bench_floors, bench_judge, bench_profiles, progress, report
@@ -58,15 +57,6 @@ def _samples_path(request: pytest.FixtureRequest) -> Path:
     return Path(request.config.getoption("--report-dir", default=None) or "reports") / "bench-samples.json"
 
 
-def _save_samples(request: pytest.FixtureRequest, samples: list[dict]) -> Path:
-    """Append this run's samples to <report-dir>/bench-samples.json (python -m fixtures.bench_profiles add)."""
-    out = _samples_path(request)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(out.read_text()) if out.is_file() else []
-    out.write_text(json.dumps(old + samples, indent=1) + "\n")
-    return out
-
-
 def _not_judgeable(outcome: bench_judge.GateOutcome, n_runs: int) -> str | None:
     """Why a red gate is no verdict on vLLM: only the suite's own measured or last-green rows failed and
     fewer than MIN_REPEATS runs were measured (the H20 contract and zero-failed always judge)."""
@@ -99,8 +89,8 @@ def _report_trend(record_property, endpoint, bench_settings, *, profile: str, mo
     history's green runs and the committed samples of the same model, with this run (None: nothing measured)
     and the gate's limits. Read before a green run writes its own history entry. The counts go to the test's
     user properties too (bench_trend_history, bench_trend_sessions)."""
-    key = (profile, endpoint.config_id, model, workload.key())
-    samples = [s for s in bench_profiles.load_samples() if (s["profile"], s["config"], s["model"], s["workload"]) == key]
+    samples = bench_profiles.of_key(bench_profiles.load_samples(), profile=profile, config_id=endpoint.config_id,
+                                    model=model, workload_key=workload.key())
     history = bench_settings.history.entries(endpoint.config_id, profile, workload.key())
     current = None if run is None else {"metrics": run.observed, "vllm": vllm_version,
                                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -130,7 +120,7 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
     session = f"{vllm_version_str}-{uuid.uuid4().hex[:8]}"
 
     def keep_sample(result: dict) -> None:  # each measured run at once: an interrupted run keeps its samples
-        saved = _save_samples(request, bench_profiles.samples_of_run(
+        saved = bench_profiles.append_run_samples(_samples_path(request), bench_profiles.samples_of_run(
             [result], profile=profile, config_id=endpoint.config_id, model=model, workload_key=workload.key(),
             vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"], session=session))
         record_property("bench_samples_file", str(saved))
