@@ -45,6 +45,9 @@ def test_a_request_the_server_cannot_finish_in_time_is_inconclusive(tmp_path):
     assert "timed out twice" in out and "tok/s alone" in out and "long-code-string-param" in out, out[-3000:]
     stats = json.loads(next((tmp_path / "r" / "servers").glob("*-replay.json")).read_text())
     assert stats["retried"] == 4 and stats["inconclusive"] == 4 and stats["speed"]["single_tps"] > 0
+    assert {k.split(" (")[0] for k in stats["retried_because"]} == set(CASES), stats["retried_because"]
+    assert all(e.startswith("ReplayTimeout") or e.startswith("APITimeoutError")
+               for e in stats["retried_because"].values()), stats["retried_because"]
 
 
 def test_measured_deadlines_let_the_same_requests_finish(tmp_path):
