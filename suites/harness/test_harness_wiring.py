@@ -178,3 +178,10 @@ def test_warm_up_goes_through_the_one_http_client():
         srv.shutdown()
     assert seen == [("/v1/completions", "Bearer sk-warm", 4)] * 3
     assert out["requests"] == 3 and out["failed"] == 1 and out["errors"][0].startswith("HTTP 503")
+
+
+def test_warm_up_covers_one_wave_of_the_measured_concurrency():
+    """A 3-request warm-up before a concurrency-10 run left a sampler kernel to JIT in the first measured
+    run (a false bench FAIL on 1x H100): the warm-up is raised to one full wave; 0 still means none."""
+    work = bench.Workload("seed", 2048, 1024, 100, 10)
+    assert [bench.warmup_requests(n, work) for n in (0, 1, 3, 10, 20)] == [0, 10, 10, 10, 20]

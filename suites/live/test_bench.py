@@ -125,7 +125,8 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
             vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"], session=session))
         record_property("bench_samples_file", str(saved))
 
-    warmup, repeat = bench_settings.warmup_or(bench.GPU_DEFAULTS["warmup"]), bench_settings.repeat_or(bench.GPU_DEFAULTS["repeat"])
+    warmup = bench.warmup_requests(bench_settings.warmup_or(bench.GPU_DEFAULTS["warmup"]), workload)
+    repeat = bench_settings.repeat_or(bench.GPU_DEFAULTS["repeat"])
     bp = progress.BenchProgress(request.config, f"bench {endpoint.config_id}", tmp_path, repeat, warmup)
     try:
         with bp.running():  # terminal: a line per finished run, a heartbeat while one runs
@@ -173,7 +174,8 @@ def test_cpu_bench_smoke(request, server_factory, launch_configs, bench_settings
     # request makes exactly output_len tokens and TPOT/ITL exist.
     workload = bench.Workload(workload.name, workload.input_len, workload.output_len, workload.num_prompts,
                               workload.max_concurrency, ignore_eos=True)
-    warmup, repeat = bench_settings.warmup_or(bench.SMOKE_DEFAULTS["warmup"]), bench_settings.repeat_or(bench.SMOKE_DEFAULTS["repeat"])
+    warmup = bench.warmup_requests(bench_settings.warmup_or(bench.SMOKE_DEFAULTS["warmup"]), workload)
+    repeat = bench_settings.repeat_or(bench.SMOKE_DEFAULTS["repeat"])
     bp = progress.BenchProgress(request.config, f"bench {endpoint.config_id}", tmp_path, repeat, warmup)
     with bp.running():
         run = bench.run_bench(
