@@ -185,3 +185,21 @@ def test_warm_up_covers_one_wave_of_the_measured_concurrency():
     run (a false bench FAIL on 1x H100): the warm-up is raised to one full wave; 0 still means none."""
     work = bench.Workload("seed", 2048, 1024, 100, 10)
     assert [bench.warmup_requests(n, work) for n in (0, 1, 3, 10, 20)] == [0, 10, 10, 10, 20]
+
+
+def test_kernels_jit_compiled_during_a_measured_run_are_named(tmp_path):
+    """vLLM's jit_monitor lines after the warm-up (the byte offset taken before a run) name a cold run."""
+    log = tmp_path / "server.log"
+    warm_line = "(EngineCore pid=1) WARNING [jit_monitor.py:135] Triton kernel JIT compilation during inference: fused_moe_kernel. x\n"
+    log.write_text(warm_line)
+    mark = log.stat().st_size
+    with open(log, "a") as f:
+        f.write("(APIServer pid=2) INFO Engine 000: Avg prompt throughput: 1.0 tokens/s\n")
+        f.write(warm_line.replace("fused_moe_kernel", "_topk_topp_kernel"))
+    assert bench.jit_compiled(log, mark) == ["_topk_topp_kernel"]
+    assert bench.jit_compiled(log, 0) == ["fused_moe_kernel", "_topk_topp_kernel"]
+    assert bench.jit_compiled(None, 0) == [] and bench.jit_compiled(tmp_path / "missing.log", 0) == []
+    work = bench.Workload("seed", 2048, 1024, 100, 10)
+    run = bench.BenchRun(work, [], [], {}, {"requests": 10}, jit=[["_topk_topp_kernel"], []])
+    assert "run 1: _topk_topp_kernel" in run.cold_note() and "run 2" not in run.cold_note()
+    assert bench.BenchRun(work, [], [], {}, {"requests": 10}, jit=[[], []]).cold_note() is None

@@ -77,6 +77,7 @@ def _report(record_property, run: bench.BenchRun, outcome: bench_judge.GateOutco
     record_property("bench_result_files", [str(p) for p in run.result_paths])
     record_property("bench_run_seconds", [round(s, 1) for s in run.seconds])
     record_property("bench_warmup", {k: v for k, v in run.warmup.items() if k != "errors"})
+    record_property("bench_jit_during_runs", run.jit)
     if outcome is not None:
         record_property("bench_gpu_profile", outcome.profile)
         record_property("bench_verdicts", outcome.rows)
@@ -134,7 +135,7 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
                 base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
                 tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
                 warmup=warmup, repeat=repeat, timeout=bench_settings.timeout,
-                on_result=bp.on_result(keep_sample), log=bp.log,
+                on_result=bp.on_result(keep_sample), log=bp.log, server_log=endpoint.log_path,
             )
     except bench.WarmupError as exc:
         _report_trend(record_property, endpoint, bench_settings, profile=profile, model=model, workload=workload,
@@ -148,7 +149,8 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
                   vllm_version=vllm_version_str, run=run, outcome=outcome)
     summary = (f"config {endpoint.config_id}, GPU profile {profile} ({len(gpus)}x "
                f"{gpus[0]['name'] if gpus else 'remote'}), vLLM {vllm_version_str}, workload {workload.key()}, "
-               f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench_judge.format_rows(outcome.rows)}")
+               f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench_judge.format_rows(outcome.rows)}"
+               + (f"\n{run.cold_note()}" if run.cold_note() else ""))
     print(summary)
     if outcome.passed:
         path = bench_settings.history.write(config_id=endpoint.config_id, gpu_profile=profile, workload=workload,
@@ -182,7 +184,7 @@ def test_cpu_bench_smoke(request, server_factory, launch_configs, bench_settings
             base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
             tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
             warmup=warmup, repeat=repeat, timeout=min(bench_settings.timeout, 300),
-            on_result=bp.on_result(), log=bp.log,
+            on_result=bp.on_result(), log=bp.log, server_log=endpoint.log_path,
         )
     outcome = bench_judge.judge(run, config_id=endpoint.config_id, profile="cpu",
                                 history=bench_judge.HistoryStore(tmp_path / "no-history"), floors=floors)
