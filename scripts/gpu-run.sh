@@ -21,11 +21,12 @@ export VLLM_USE_FLASHINFER_SAMPLER=0          # FlashInfer is not in the kit
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
-# PYTEST_DEADLINE=<seconds>: interrupt pytest with SIGINT after that long (a KeyboardInterrupt: servers are
-# stopped and report.html / gate.json / junit.xml are still written), SIGKILL 45 s later. An outer
-# `timeout` would kill this script too, and with it the copy to $OUT below.
+# PYTEST_DEADLINE=<seconds>: stop pytest with SIGTERM after that long (the suite writes an inconclusive
+# gate.json at once, stops its servers and finishes report.html / junit.xml), SIGKILL 45 s later. SIGTERM,
+# not SIGINT: started as a background job of a non-interactive shell, pytest inherits SIGINT ignored and
+# would run on. An outer `timeout` would kill this script too, and with it the copy to $OUT below.
 run=(python3 -m pytest -c pyproject.toml "$@")   # -c: options whose value is a folder work with a space too
-[ -n "${PYTEST_DEADLINE:-}" ] && run=(timeout -s INT -k 45 "$PYTEST_DEADLINE" "${run[@]}")
+[ -n "${PYTEST_DEADLINE:-}" ] && run=(timeout -s TERM -k 45 "$PYTEST_DEADLINE" "${run[@]}")
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   "${run[@]}" 2>&1 | tee "$OUT/pytest.log"

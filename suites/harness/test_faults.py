@@ -74,7 +74,8 @@ class Run:
 
     def popen(self, *extra: str) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*extra), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=server_process.sigint_as_in_a_terminal)
 
     def gate(self) -> dict:
         return json.loads((self.reports / "gate.json").read_text())

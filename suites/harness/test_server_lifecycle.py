@@ -128,7 +128,8 @@ class Inner:
 
     def popen(self, *extra: str) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*extra), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=server_process.sigint_as_in_a_terminal)
 
 
 @pytest.fixture
