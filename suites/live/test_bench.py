@@ -147,10 +147,11 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
     bench_judge.record(endpoint.config_id, run, outcome)
     _report_trend(record_property, endpoint, bench_settings, profile=profile, model=model, workload=workload,
                   vllm_version=vllm_version_str, run=run, outcome=outcome)
+    cold = run.cold_note()
     summary = (f"config {endpoint.config_id}, GPU profile {profile} ({len(gpus)}x "
                f"{gpus[0]['name'] if gpus else 'remote'}), vLLM {vllm_version_str}, workload {workload.key()}, "
                f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench_judge.format_rows(outcome.rows)}"
-               + (f"\n{run.cold_note()}" if run.cold_note() else ""))
+               + (f"\n{cold}" if cold else ""))
     print(summary)
     if outcome.passed:
         path = bench_settings.history.write(config_id=endpoint.config_id, gpu_profile=profile, workload=workload,
