@@ -396,23 +396,43 @@ def test_measured_floor_gates_from_three_sessions_and_only_its_configuration(flo
     assert judge(_samples([990, 1000, 1010]), config="tp4-piecewise").passed, "another configuration's samples"
 
 
-def test_committed_samples_each_pass_their_own_profile(floors):
-    """Each committed session, judged as a rerun against the profile its configuration's samples give,
-    stays inside the band (the band is honest about the noise it was measured with)."""
+def test_a_recorded_session_held_out_is_judged_against_the_others(floors):
+    """`bench_profiles check`: each session judged as a rerun against the floor the other sessions of its
+    key give. Four agreeing sessions pass; a fifth host 30 % slower fails the floor of the four (that band
+    would cry wolf on it), and it is the only session that fails."""
+    agree = _samples([1000, 1010, 990, 1005])
+    assert all(not [r for r in h["rows"] if not r["pass"]] and h["gating"] and h["against"] == 3
+               for h in bench_judge.hold_out_sessions(agree, floors=floors))
+    ok, text = bench_judge.hold_out_text(agree, floors=floors)
+    assert ok and text.count(": pass") == 4
+    five = agree + [dict(_samples([700])[0], session="slow-host")]
+    held = bench_judge.hold_out_sessions(five, floors=floors)
+    assert {h["session"] for h in held if any(not r["pass"] for r in h["rows"])} == {"slow-host"}
+    ok, text = bench_judge.hold_out_text(five, floors=floors)
+    assert not ok and "session slow-host (1 run(s)) vs the other 4 session(s) (gating): FAIL" in text
+    assert "output_throughput: 700.00 vs limit" in text
+    # two sessions: the other one is a reference; outside it is said, never a failure
+    ok, text = bench_judge.hold_out_text(_samples([1000, 700]), floors=floors)
+    assert ok and "outside the reference" in text
+
+
+def test_committed_samples_each_pass_the_profile_of_the_others(floors):
+    """With only the committed samples, a rerun of each configuration on a host already recorded passes its
+    own measured profile: every session, held out, passes the floor of the other sessions of its key."""
     samples = bench_profiles.load_samples()
     assert samples, "fixtures/data/bench-samples.yaml holds the device machines' measurements"
-    keys = {(s["profile"], s["config"], s["model"], s["workload"]) for s in samples}
-    for profile, config, model, workload in keys:
-        mine = [s for s in samples if (s["profile"], s["config"], s["model"]) == (profile, config, model)]
-        tol = {m: bench_floors.tolerance_for(m, floors["regression_tolerance"]) for m in floors["metrics"]}
-        fs = bench_profiles.floor_set(mine, profile=profile, config_id=config, model=model, workload_key=workload,
-                                      metrics=floors["metrics"], tolerance=tol)
-        for session in {s["session"] for s in mine}:
-            runs = [s["metrics"] for s in mine if s["session"] == session]
-            observed = {m: sorted(r[m] for r in runs)[len(runs) // 2] for m in fs["values"]}
-            rows = bench_judge.evaluate_floors(observed, fs, floors=floors, label="measured")
-            bad = [(r["metric"], r["observed"], r["limit"]) for r in rows if not r["pass"]]
-            assert not bad, f"{profile}/{config}/{model} session {session}: {bad}"
+    ok, text = bench_judge.hold_out_text(samples, floors=floors)
+    assert ok, "a gating measured floor fails a recorded session (band too narrow):\n" + text
+    assert "gating): pass" in text, "at least one measured floor gates"
+
+
+def test_profiles_cli_shows_each_floor_and_its_spread(capsys):
+    assert bench_profiles.main(["show"]) == 0
+    out = capsys.readouterr().out
+    assert "h100 / gpu1 / reduced model / seed workload" in out and "GATING" in out
+    assert "reference only (gates from 3 sessions)" in out and "session medians" in out
+    assert bench_profiles.main(["check"]) == 0
+    assert bench_profiles.main(["nonsense"]) == 2 and "usage:" in capsys.readouterr().err
 
 
 def test_regression_band_widens_with_the_previous_runs_spread(floors, seed_workload, tmp_path):
