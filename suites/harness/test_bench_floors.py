@@ -248,29 +248,30 @@ def test_regression_against_last_green(floors, seed_workload):
 
 def test_history_round_trip(tmp_path, floors, seed_workload):
     store = bench_judge.HistoryStore(tmp_path / "hist")
-    assert store.latest("tp4", "h100", seed_workload.key()) is None
+    assert store.latest("tp4", "h100", "full", seed_workload.key()) is None
     spread = bench.aggregate([SEED_RESULT, scaled(SEED_RESULT, output_throughput=1.2)])
-    p1 = store.write(config_id="tp4", gpu_profile="h100", workload=seed_workload, vllm_version="0.31.0",
+    p1 = store.write(config_id="tp4", gpu_profile="h100", model="full", workload=seed_workload, vllm_version="0.31.0",
                      spread=spread, created="2026-01-01T00:00:00+00:00")
-    p2 = store.write(config_id="tp4", gpu_profile="h100", workload=seed_workload, vllm_version="0.32.0+cpu",
+    p2 = store.write(config_id="tp4", gpu_profile="h100", model="full", workload=seed_workload, vllm_version="0.32.0+cpu",
                      spread=bench.aggregate([SEED_RESULT]), created="2026-02-01T00:00:00+00:00")
-    store.write(config_id="tp4", gpu_profile="h200", workload=seed_workload, vllm_version="0.33.0",
+    store.write(config_id="tp4", gpu_profile="h200", model="full", workload=seed_workload, vllm_version="0.33.0",
                 spread=spread, created="2026-03-01T00:00:00+00:00")
-    assert p1 != p2 and p1.name == "tp4__h100__seed__vllm-0.31.0.json"
-    latest = store.latest("tp4", "h100", "seed")
+    assert p1 != p2 and p1.name == "tp4__h100__full__seed__vllm-0.31.0.json"
+    latest = store.latest("tp4", "h100", "full", "seed")
     assert latest["vllm_version"] == "0.32.0+cpu" and latest["metrics"]["output_throughput"] == 115.95
-    assert [e["vllm_version"] for e in store.entries("tp4", "h100", "seed")] == ["0.31.0", "0.32.0+cpu"]
+    assert [e["vllm_version"] for e in store.entries("tp4", "h100", "full", "seed")] == ["0.31.0", "0.32.0+cpu"]
     first = json.loads(p1.read_text())
     assert first["metrics"]["output_throughput"] == pytest.approx(115.95 * 1.1)
     assert first["spread"]["output_throughput"]["max"] == pytest.approx(115.95 * 1.2)
     assert first["workload"]["num_prompts"] == 100
     # Rewriting the same (config, profile, workload, version) replaces its entry.
-    store.write(config_id="tp4", gpu_profile="h100", workload=seed_workload, vllm_version="0.31.0",
+    store.write(config_id="tp4", gpu_profile="h100", model="full", workload=seed_workload, vllm_version="0.31.0",
                 spread=spread, created="2026-04-01T00:00:00+00:00")
-    assert len(store.entries("tp4", "h100", "seed")) == 2
-    assert store.latest("tp4", "h100", "seed")["vllm_version"] == "0.31.0"
-    # A different workload has its own history.
-    assert store.latest("tp4", "h100", "smoke") is None
+    assert len(store.entries("tp4", "h100", "full", "seed")) == 2
+    assert store.latest("tp4", "h100", "full", "seed")["vllm_version"] == "0.31.0"
+    # A different workload, or another served model, has its own history.
+    assert store.latest("tp4", "h100", "full", "smoke") is None
+    assert store.latest("tp4", "h100", "reduced", "seed") is None
 
 
 def test_judge_combines_floors_and_history(tmp_path, floors, seed_workload):
@@ -278,11 +279,11 @@ def test_judge_combines_floors_and_history(tmp_path, floors, seed_workload):
     run = bench.BenchRun(seed_workload, [SEED_RESULT], [], bench.aggregate([SEED_RESULT]), {"requests": 0})
     out = bench_judge.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
     assert out.passed and out.previous is None
-    store.write(config_id="tp4", gpu_profile="h20", workload=seed_workload, vllm_version="0.1",
+    store.write(config_id="tp4", gpu_profile="h20", model="real", workload=seed_workload, vllm_version="0.1",
                 spread=bench.aggregate([scaled(SEED_RESULT, output_throughput=1.05)]))
     out = bench_judge.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
     assert out.passed and out.previous and any(r["check"] == "regression" for r in out.rows)
-    store.write(config_id="tp4", gpu_profile="h20", workload=seed_workload, vllm_version="0.2",
+    store.write(config_id="tp4", gpu_profile="h20", model="real", workload=seed_workload, vllm_version="0.2",
                 spread=bench.aggregate([scaled(SEED_RESULT, output_throughput=1.5)]),
                 created="2999-01-01T00:00:00+00:00")
     out = bench_judge.judge(run, config_id="tp4", profile="h20", history=store, floors=floors)
@@ -315,6 +316,45 @@ def test_record_hands_the_report_one_row_per_metric_and_check(monkeypatch, seed_
     assert previous["output_throughput vs h20-tp4"] == 130.0
     spread = seen[0][5]["spread"]
     assert spread["output_throughput vs h100"].endswith("(1 run)") and spread.keys() <= metrics.keys()
+    # A run too short to judge (bench_judge.not_judgeable): its missed rows reach the report as inconclusive,
+    # never "fail" (the report's bench gate fails on any recorded "fail")
+    bench_judge.record("tp4", run, outcome, judgeable=False)
+    assert seen[1][3] == {"failed": "pass", "output_throughput vs h20-tp4": "pass",
+                          "output_throughput vs h100": "inconclusive",
+                          "output_throughput vs previous green": "inconclusive"}
+
+
+def test_a_short_run_that_only_misses_our_own_history_is_not_judged(floors, seed_workload, tmp_path):
+    store = bench_judge.HistoryStore(tmp_path)
+    store.write(config_id="tp4", gpu_profile="h20", model="real", workload=seed_workload, vllm_version="0.1",
+                spread=bench.aggregate([scaled(SEED_RESULT, output_throughput=1.5)] * 3))
+    slow = bench.BenchRun(seed_workload, [SEED_RESULT], [], bench.aggregate([SEED_RESULT]), {"requests": 0})
+    out = bench_judge.judge(slow, config_id="tp4", profile="h20", history=store, floors=floors)
+    assert not out.passed and "too few samples to judge: 1 measured run(s)" in bench_judge.not_judgeable(out, 1)
+    assert bench_judge.not_judgeable(out, 3) is None, "three runs judge"
+    under_contract = scaled(SEED_RESULT, output_throughput=0.5)  # the H20 contract judges any number of runs
+    run = bench.BenchRun(seed_workload, [under_contract], [], bench.aggregate([under_contract]), {"requests": 0})
+    assert bench_judge.not_judgeable(bench_judge.judge(run, config_id="tp4", profile="h20", history=store,
+                                                       floors=floors), 1) is None
+
+
+def test_regression_band_covers_the_hosts_the_measured_floor_has_seen(floors, seed_workload, tmp_path):
+    """The last green run came from a faster host of the same profile (the committed gpu1 sessions: b against a
+    missed mean TPOT by 0.7 % and P99 ITL by 1.9x): the regression band is at least the measured floor's."""
+    store = bench_judge.HistoryStore(tmp_path)
+    fast = scaled(SEED_RESULT, output_throughput=1.15)
+    store.write(config_id="tp4", gpu_profile="h200", model="full", workload=seed_workload, vllm_version="0.1",
+                spread=bench.aggregate([fast] * 3))
+    run = bench.BenchRun(seed_workload, [SEED_RESULT] * 3, [], bench.aggregate([SEED_RESULT] * 3), {"requests": 0})
+    judge = lambda samples: bench_judge.judge(run, config_id="tp4", profile="h200", history=store,  # noqa: E731
+                                              floors=floors, model="full", samples=samples)
+    regression = lambda out: next(r for r in out.rows  # noqa: E731
+                                  if r["check"] == "regression" and r["metric"] == "output_throughput")
+    alone = regression(judge([]))
+    assert not alone["pass"] and alone["tolerance"] == 0.10, "13 % slower than the last green run, no host data"
+    hosts = _samples([1275, 1160, 1100, 1260], config="tp4")  # healthy sessions up to 14 % apart
+    widened = regression(judge(hosts))
+    assert widened["pass"] and widened["tolerance"] > 0.10
 
 
 
@@ -438,10 +478,10 @@ def test_profiles_cli_shows_each_floor_and_its_spread(capsys):
 def test_regression_band_widens_with_the_previous_runs_spread(floors, seed_workload, tmp_path):
     store = bench_judge.HistoryStore(tmp_path)
     noisy = [scaled(SEED_RESULT, output_throughput=f) for f in (0.8, 1.0, 1.2)]
-    store.write(config_id="tp4", gpu_profile="h20", workload=seed_workload, vllm_version="0.1",
+    store.write(config_id="tp4", gpu_profile="h20", model="real", workload=seed_workload, vllm_version="0.1",
                 spread=bench.aggregate(noisy))
     down15 = scaled(SEED_RESULT, output_throughput=0.85)
-    rows = bench_judge.evaluate_regression(down15, store.latest("tp4", "h20", "seed"), floors=floors)
+    rows = bench_judge.evaluate_regression(down15, store.latest("tp4", "h20", "real", "seed"), floors=floors)
     row = next(r for r in rows if r["metric"] == "output_throughput")
     assert row["tolerance"] == pytest.approx(0.4) and row["pass"], "a 15 % drop inside a 40 % measured spread"
 

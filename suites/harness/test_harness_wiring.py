@@ -180,6 +180,42 @@ def test_warm_up_goes_through_the_one_http_client():
     assert out["requests"] == 3 and out["failed"] == 1 and out["errors"][0].startswith("HTTP 503")
 
 
+def test_a_warm_up_that_timed_out_is_inconclusive_one_answered_wrongly_fails(tmp_path):
+    """Only slowness makes a warm-up inconclusive (bench.WarmupError): an error answer or a dropped
+    connection is the server misbehaving (bench.BenchError: the test fails, not 'not a regression')."""
+    import http.server
+    import threading
+    import time as _time
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.server.mode == "slow":
+                _time.sleep(3)
+            self.send_response(500 if self.server.mode == "error" else 200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    work = bench.Workload("custom", 8, 4, 2, 2)
+    try:
+        for mode, error, words in (("slow", bench.WarmupError, "timed out within 1 s"),
+                                   ("error", bench.BenchError, "error answers or dropped connections")):
+            srv.mode = mode
+            with pytest.raises(error, match=words) as info:
+                bench.run_bench(base_url=url, model="m", workload=work, out_dir=tmp_path / mode, warmup=2,
+                                timeout=1, log=lambda *_: None)
+            assert (type(info.value) is bench.WarmupError) == (mode == "slow")
+    finally:
+        srv.shutdown()
+
+
 def test_warm_up_covers_one_wave_of_the_measured_concurrency():
     """A 3-request warm-up before a concurrency-10 run left a sampler kernel to JIT in the first measured
     run (a false bench FAIL on 1x H100): the warm-up is raised to one full wave; 0 still means none."""

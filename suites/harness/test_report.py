@@ -512,6 +512,14 @@ def test_cannot_judge():
 
 @pytest.mark.server
 def test_needs_metrics(metrics_endpoint): pass
+
+@pytest.mark.gpu
+@pytest.mark.bench
+def test_bench_one_run():  # as test_bench does when only our own history was missed with 1 run
+    report.record_bench_result("gpu1", {"failed": 0, "output_throughput vs previous green": 80.0},
+                               {"failed": 0, "output_throughput vs previous green": 100.0},
+                               {"failed": "pass", "output_throughput vs previous green": "inconclusive"})
+    report.inconclusive("gpu1: too few samples to judge: 1 measured run(s)")
 '''
 
 
@@ -525,6 +533,8 @@ def test_inconclusive_tests_make_the_gate_inconclusive_not_fail(tmp_path):
     assert parser["inconclusives"] == [{"nodeid": "test_synthetic.py::test_cannot_judge",
                                         "reason": "no tokenizer with the real vocabulary here"}]
     assert (server["status"], server["inconclusive"]) == ("inconclusive", 1)  # declared in a fixture
+    bench = gate["gates"]["bench"]  # a bench row recorded inconclusive does not fail the bench gate
+    assert (bench["status"], bench["inconclusive"], bench["failures"]) == ("inconclusive", 1, []), bench
     assert gate["verdict"] == "inconclusive" and "inconclusive gate(s): parser" in gate["reason"]
     assert gate["tests"]["test_synthetic.py::test_cannot_judge"] == "inconclusive"
     assert "release verdict: INCONCLUSIVE" in proc.stdout and "inconclusive=1" in proc.stdout

@@ -31,11 +31,11 @@ def _history(tmp_path) -> list[dict]:
     for version, created, scale in (("0.26.0", "2026-09-01T10:00:00+00:00", 1.0),
                                     ("0.27.0", "2026-10-01T10:00:00+00:00", 1.1),
                                     ("0.28.0", "2026-11-01T10:00:00+00:00", 1.2)):
-        store.write(config_id="gpu1", gpu_profile="h100", workload=WORKLOAD, vllm_version=version,
+        store.write(config_id="gpu1", gpu_profile="h100", model="reduced", workload=WORKLOAD, vllm_version=version,
                     spread=_spread(scale), created=created)
-    store.write(config_id="tp4", gpu_profile="h100", workload=WORKLOAD, vllm_version="0.28.0",
+    store.write(config_id="tp4", gpu_profile="h100", model="reduced", workload=WORKLOAD, vllm_version="0.28.0",
                 spread=_spread(9.0))  # another configuration: not in gpu1's chart
-    return store.entries("gpu1", "h100", WORKLOAD.key())
+    return store.entries("gpu1", "h100", "reduced", WORKLOAD.key())
 
 
 def _samples() -> list[dict]:

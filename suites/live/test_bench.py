@@ -1,10 +1,12 @@
 """Benchmark gate: the seed's `vllm bench serve` against a served configuration, floors from
 fixtures/data/floors.yaml (engine: fixtures/bench.py, judged by fixtures/bench_judge.py).
 
-* `test_seed_benchmark_floors` (bench + gpu): the GPU configuration's server (--config, default gpu1 with
-  GPUs; or --server-url), warm-up, --bench-repeat runs of the seed workload, floors judged on the median
+* `test_seed_benchmark_floors` (bench + gpu): each selected GPU configuration's server (--config, default
+  gpu1 with GPUs; or --server-url), warm-up, --bench-repeat runs of the seed workload, floors judged on the median
   (the H20 TP4 baseline everywhere, plus the detected hardware profile), regression against the last
-  green run in --bench-history; a green gate writes the new history entry.
+  green run in --bench-history (same configuration, GPU profile, served model kind and workload); a green
+  gate of at least 3 runs writes the new history entry. Too few runs to judge, or a warm-up that only
+  timed out: inconclusive, never a failure.
 * `test_cpu_bench_smoke` (bench + server): the real `vllm bench serve` end to end against the tiny CPU
   server with the smoke workload: 0 failed requests, every metric present, result files parsed. Speed
   numbers of a random 2-layer model on 2 shared cores mean nothing, so no floors and no regression there.
@@ -42,31 +44,20 @@ def _bench_tokenizer(request: pytest.FixtureRequest, endpoint, launch_configs, t
     return str(tokenizer_dir)
 
 
-MIN_REPEATS = 3  # a median of fewer runs is too noisy to call a regression against our own history
-
-
-def _model_kind(request: pytest.FixtureRequest, endpoint, launch_configs) -> str:
-    """What is served: real weights, or a stand-in built in code (full / reduced depth, dummy weights)."""
-    cfg = launch_configs.get(endpoint.config_id)
-    if cfg is None:
-        return "external"
-    return request.config.getoption("stand_in", default=None) or cfg.model
-
-
 def _samples_path(request: pytest.FixtureRequest) -> Path:
     return Path(request.config.getoption("--report-dir", default=None) or "reports") / "bench-samples.json"
 
 
-def _not_judgeable(outcome: bench_judge.GateOutcome, n_runs: int) -> str | None:
-    """Why a red gate is no verdict on vLLM: only the suite's own measured or last-green rows failed and
-    fewer than MIN_REPEATS runs were measured (the H20 contract and zero-failed always judge)."""
-    failed = [r for r in outcome.rows if not r["pass"]]
-    soft = all(r["check"] == "regression" or r["check"].startswith("measured:") for r in failed)
-    if failed and soft and n_runs < MIN_REPEATS:
-        names = ", ".join(f"{r['metric']} vs {r['check']}" for r in failed)
-        return (f"too few samples to judge: {n_runs} measured run(s) (--bench-repeat; at least "
-                f"{MIN_REPEATS} needed) and only {names} missed")
-    return None
+def _measure(bp: progress.BenchProgress, endpoint, *, on_warmup_error=lambda: None, **kwargs) -> bench.BenchRun:
+    """bench.run_bench with the progress lines; a warm-up that only timed out (the server too slow to
+    answer before measuring; nothing measured) ends the test as inconclusive, naming the server log."""
+    try:
+        with bp.running():  # terminal: a line per finished run, a heartbeat while one runs
+            return bench.run_bench(base_url=endpoint.base_url, model=endpoint.model, api_key=endpoint.api_key,
+                                   log=bp.log, server_log=endpoint.log_path, **kwargs)
+    except bench.WarmupError as exc:
+        on_warmup_error()
+        report.inconclusive(f"{endpoint.config_id}: {exc} (server log: {endpoint.log_path})")
 
 
 def _report(record_property, run: bench.BenchRun, outcome: bench_judge.GateOutcome | None, endpoint) -> None:
@@ -92,7 +83,7 @@ def _report_trend(record_property, endpoint, bench_settings, *, profile: str, mo
     user properties too (bench_trend_history, bench_trend_sessions)."""
     samples = bench_profiles.of_key(bench_profiles.load_samples(), profile=profile, config_id=endpoint.config_id,
                                     model=model, workload_key=workload.key())
-    history = bench_settings.history.entries(endpoint.config_id, profile, workload.key())
+    history = bench_settings.history.entries(endpoint.config_id, profile, model, workload.key())
     current = None if run is None else {"metrics": run.observed, "vllm": vllm_version,
                                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     report.record_bench_trend(endpoint.config_id, history=history, samples=samples, current=current,
@@ -105,19 +96,20 @@ def _report_trend(record_property, endpoint, bench_settings, *, profile: str, mo
 @pytest.mark.bench
 @pytest.mark.gpu
 @pytest.mark.timeout(8 * 3600)
-def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_settings, tokenizer_dir, tmp_path,
-                               vllm_version_str, record_property):
+def test_seed_benchmark_floors(request, server_config, server_factory, launch_configs, bench_settings, tokenizer_dir,
+                               tmp_path, vllm_version_str, record_property):
+    """One seed benchmark per selected configuration (--config; refused ones have no server)."""
     external = request.config.getoption("server_url", default=None)
     gpus = gpu_inventory()
     if not gpus and not external:
         pytest.skip("the seed benchmark needs a GPU configuration (no GPU here; --server-url for a remote one)")
-    endpoint = server_factory(None)
+    endpoint = server_factory(server_config)
     if endpoint.config_id == "cpu":
         pytest.skip("the selected configuration is the CPU one: the seed floors are for GPU configurations")
     floors = bench_settings.floors()
     workload = bench_settings.workload(default_scale="seed")
     profile = bench_settings.profile(bench_floors.gpu_names_from_inventory(gpus))
-    model = _model_kind(request, endpoint, launch_configs)
+    model = endpoint.model_kind
     session = f"{vllm_version_str}-{uuid.uuid4().hex[:8]}"
 
     def keep_sample(result: dict) -> None:  # each measured run at once: an interrupted run keeps its samples
@@ -126,38 +118,34 @@ def test_seed_benchmark_floors(request, server_factory, launch_configs, bench_se
             vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"], session=session))
         record_property("bench_samples_file", str(saved))
 
+    def trend(run: bench.BenchRun | None, outcome: bench_judge.GateOutcome | None) -> None:
+        _report_trend(record_property, endpoint, bench_settings, profile=profile, model=model, workload=workload,
+                      vllm_version=vllm_version_str, run=run, outcome=outcome)
+
     warmup = bench.warmup_requests(bench_settings.warmup_or(bench.GPU_DEFAULTS["warmup"]), workload)
     repeat = bench_settings.repeat_or(bench.GPU_DEFAULTS["repeat"])
     bp = progress.BenchProgress(request.config, f"bench {endpoint.config_id}", tmp_path, repeat, warmup)
-    try:
-        with bp.running():  # terminal: a line per finished run, a heartbeat while one runs
-            run = bench.run_bench(
-                base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
-                tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
-                warmup=warmup, repeat=repeat, timeout=bench_settings.timeout,
-                on_result=bp.on_result(keep_sample), log=bp.log, server_log=endpoint.log_path,
-            )
-    except bench.WarmupError as exc:
-        _report_trend(record_property, endpoint, bench_settings, profile=profile, model=model, workload=workload,
-                      vllm_version=vllm_version_str, run=None, outcome=None)
-        report.inconclusive(f"{endpoint.config_id}: {exc} (server log: {endpoint.log_path})")
+    run = _measure(bp, endpoint, workload=workload, out_dir=tmp_path, warmup=warmup, repeat=repeat,
+                   tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir),
+                   timeout=bench_settings.timeout, on_result=bp.on_result(keep_sample),
+                   on_warmup_error=lambda: trend(None, None))
     outcome = bench_judge.judge(run, config_id=endpoint.config_id, profile=profile, history=bench_settings.history,
-                          floors=floors, model=model)
+                                floors=floors, model=model)
+    why = bench_judge.not_judgeable(outcome, len(run.results))
     _report(record_property, run, outcome, endpoint)
-    bench_judge.record(endpoint.config_id, run, outcome)
-    _report_trend(record_property, endpoint, bench_settings, profile=profile, model=model, workload=workload,
-                  vllm_version=vllm_version_str, run=run, outcome=outcome)
+    bench_judge.record(endpoint.config_id, run, outcome, judgeable=why is None)
+    trend(run, outcome)
     cold = run.cold_note()
-    summary = (f"config {endpoint.config_id}, GPU profile {profile} ({len(gpus)}x "
+    summary = (f"config {endpoint.config_id} ({model} model), GPU profile {profile} ({len(gpus)}x "
                f"{gpus[0]['name'] if gpus else 'remote'}), vLLM {vllm_version_str}, workload {workload.key()}, "
                f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench_judge.format_rows(outcome.rows)}"
                + (f"\n{cold}" if cold else ""))
     print(summary)
-    if outcome.passed:
-        path = bench_settings.history.write(config_id=endpoint.config_id, gpu_profile=profile, workload=workload,
-                                            vllm_version=vllm_version_str, spread=run.spread, gpus=gpus)
+    if outcome.passed and len(run.results) >= bench_judge.MIN_REPEATS:
+        path = bench_settings.history.write(config_id=endpoint.config_id, gpu_profile=profile, model=model,
+                                            workload=workload, vllm_version=vllm_version_str, spread=run.spread,
+                                            gpus=gpus)
         record_property("bench_history_written", str(path))
-    why = _not_judgeable(outcome, len(run.results))
     bench_profiles.mark_session(_samples_path(request), session,
                                 "pass" if outcome.passed else "inconclusive" if why else "fail")
     if why:
@@ -180,13 +168,9 @@ def test_cpu_bench_smoke(request, server_factory, launch_configs, bench_settings
     warmup = bench.warmup_requests(bench_settings.warmup_or(bench.SMOKE_DEFAULTS["warmup"]), workload)
     repeat = bench_settings.repeat_or(bench.SMOKE_DEFAULTS["repeat"])
     bp = progress.BenchProgress(request.config, f"bench {endpoint.config_id}", tmp_path, repeat, warmup)
-    with bp.running():
-        run = bench.run_bench(
-            base_url=endpoint.base_url, model=endpoint.model, workload=workload, out_dir=tmp_path,
-            tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir), api_key=endpoint.api_key,
-            warmup=warmup, repeat=repeat, timeout=min(bench_settings.timeout, 300),
-            on_result=bp.on_result(), log=bp.log, server_log=endpoint.log_path,
-        )
+    run = _measure(bp, endpoint, workload=workload, out_dir=tmp_path, warmup=warmup, repeat=repeat,
+                   tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir),
+                   timeout=min(bench_settings.timeout, 300), on_result=bp.on_result())
     outcome = bench_judge.judge(run, config_id=endpoint.config_id, profile="cpu",
                                 history=bench_judge.HistoryStore(tmp_path / "no-history"), floors=floors)
     _report(record_property, run, outcome, endpoint)
