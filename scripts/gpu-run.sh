@@ -6,6 +6,7 @@
 # On a GPU runner with network, install vLLM normally instead (scripts/setup.sh with VLLM_SPEC) and run
 # ./suite run -m gpu.
 set -uo pipefail
+started=$(date +%s)
 cd "$(dirname "$0")/.."
 KIT=${KIT:-.devkit}
 SITE=${SITE:-/tmp/site}
@@ -21,12 +22,19 @@ export VLLM_USE_FLASHINFER_SAMPLER=0          # FlashInfer is not in the kit
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
-# PYTEST_DEADLINE=<seconds>: stop pytest with SIGTERM after that long (the suite writes an inconclusive
-# gate.json at once, stops its servers and finishes report.html / junit.xml), SIGKILL 45 s later. SIGTERM,
-# not SIGINT: started as a background job of a non-interactive shell, pytest inherits SIGINT ignored and
-# would run on. An outer `timeout` would kill this script too, and with it the copy to $OUT below.
+# PYTEST_DEADLINE=<seconds>, counted from this script's start (a fresh machine's kit install took a
+# minute of a 600 s call and the stop came after the call's end: nothing came back): stop pytest with
+# SIGTERM then (the suite writes an inconclusive gate.json at once, stops its servers and finishes
+# report.html / junit.xml), SIGKILL 45 s later. SIGTERM, not SIGINT: started as a background job of a
+# non-interactive shell, pytest inherits SIGINT ignored and would run on. An outer `timeout` would kill
+# this script too, and with it the copy to $OUT below.
 run=(python3 -m pytest -c pyproject.toml "$@")   # -c: options whose value is a folder work with a space too
-[ -n "${PYTEST_DEADLINE:-}" ] && run=(timeout -s TERM -k 45 "$PYTEST_DEADLINE" "${run[@]}")
+if [ -n "${PYTEST_DEADLINE:-}" ]; then
+  left=$(( PYTEST_DEADLINE - ($(date +%s) - started) ))
+  [ "$left" -lt 1 ] && { echo "gpu-run: PYTEST_DEADLINE=$PYTEST_DEADLINE s passed during set-up" >&2; exit 124; }
+  echo "gpu-run: pytest stops at the deadline, in $left s"
+  run=(timeout -s TERM -k 45 "$left" "${run[@]}")
+fi
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
   "${run[@]}" 2>&1 | tee "$OUT/pytest.log"

@@ -494,27 +494,31 @@ def test_samples_of_a_run_carry_provenance(floors, tmp_path):
     assert {x["session"] for x in s} == {"x1"}
     src = tmp_path / "new.json"
     src.write_text(json.dumps(s))
+    bench_profiles.mark_session(src, "x1", "pass")
     dest = tmp_path / "samples.yaml"
-    assert bench_profiles.add(src, dest) == 2 and bench_profiles.add(src, dest) == 2
-    assert len(bench_profiles.load_samples(dest)) == 4
-
-
-def test_samples_of_a_failed_run_are_refused(floors, tmp_path):
-    """The band reaches the worst recorded session, so a run whose bench gate failed never becomes a sample:
-    `add` refuses the file whole (nothing written) and names the session; a judged-green or interrupted
-    (unjudged) session is added."""
-    s = bench_profiles.samples_of_run([SEED_RESULT], profile="h100", config_id="gpu1", model="reduced",
-                                      workload_key="seed", vllm_version="0.26.0", metrics=floors["metrics"],
-                                      gpus=[{"name": "NVIDIA H100 80GB HBM3"}], date="2026-11-27", session="bad")
-    s += bench_profiles.samples_of_run([SEED_RESULT], profile="h100", config_id="gpu1", model="reduced",
-                                       workload_key="seed", vllm_version="0.26.0", metrics=floors["metrics"],
-                                       gpus=[{"name": "NVIDIA H100 80GB HBM3"}], date="2026-11-27", session="cut")
-    src, dest = tmp_path / "bench-samples.json", tmp_path / "samples.yaml"
-    src.write_text(json.dumps(s))
-    bench_profiles.mark_session(src, "bad", "fail")
-    with pytest.raises(bench_profiles.SampleError, match="bad failed their bench gate"):
-        bench_profiles.add(src, dest)
-    assert not dest.exists()
-    bench_profiles.mark_session(src, "bad", "pass")
     assert bench_profiles.add(src, dest) == 2
-    assert [x.get("gate") for x in bench_profiles.load_samples(dest)] == ["pass", None]
+    assert bench_profiles.add(src, dest) == 0, "a session already in the file is not added twice"
+    assert len(bench_profiles.load_samples(dest)) == 2
+
+
+def test_only_sessions_that_passed_become_samples(floors, tmp_path):
+    """The band reaches the worst recorded session, so `add` takes only sessions whose bench gate passed: a
+    failed, an inconclusive (too few runs to judge a miss) or an interrupted (unjudged) session makes it
+    refuse the file whole (nothing written), naming each."""
+    def session(name):
+        return bench_profiles.samples_of_run([SEED_RESULT], profile="h100", config_id="gpu1", model="reduced",
+                                             workload_key="seed", vllm_version="0.26.0", metrics=floors["metrics"],
+                                             gpus=[{"name": "NVIDIA H100 80GB HBM3"}], date="2026-11-27",
+                                             session=name)
+    src, dest = tmp_path / "bench-samples.json", tmp_path / "samples.yaml"
+    src.write_text(json.dumps(session("bad") + session("unsure") + session("cut") + session("good")))
+    for name, verdict in (("bad", "fail"), ("unsure", "inconclusive"), ("good", "pass")):
+        bench_profiles.mark_session(src, name, verdict)
+    with pytest.raises(bench_profiles.SampleError) as info:
+        bench_profiles.add(src, dest)
+    assert all(w in str(info.value) for w in ("bad (fail)", "unsure (inconclusive)", "cut (not judged"))
+    assert not dest.exists()
+    for name in ("bad", "unsure", "cut"):
+        bench_profiles.mark_session(src, name, "pass")
+    assert bench_profiles.add(src, dest) == 4
+    assert {x.get("gate") for x in bench_profiles.load_samples(dest)} == {"pass"}

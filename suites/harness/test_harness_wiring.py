@@ -149,18 +149,19 @@ def test_one_vllm_version_reader():
 
 
 def test_warm_up_goes_through_the_one_http_client():
-    """bench.warm_up's requests (bearer key, JSON body; an HTTP error counts as a failed request) are
-    fixtures.http_client.call's, the client the server fixture probes with."""
+    """bench.warm_up's requests (bearer key, JSON body, a prompt of its own each; an HTTP error counts as a
+    failed request) are fixtures.http_client.call's, the client the server fixture probes with."""
     import http.server
     import json
     import threading
 
-    seen = []
+    seen, prompts = [], []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append((self.path, self.headers.get("Authorization"), body["max_tokens"]))
+            prompts.append(body["prompt"])
             self.send_response(503 if len(seen) > 2 else 200)
             self.end_headers()
             self.wfile.write(b"{}")
@@ -178,6 +179,9 @@ def test_warm_up_goes_through_the_one_http_client():
         srv.shutdown()
     assert seen == [("/v1/completions", "Bearer sk-warm", 4)] * 3
     assert out["requests"] == 3 and out["failed"] == 1 and out["errors"][0].startswith("HTTP 503")
+    # every request its own prompt from the first token: one shared prompt is prefilled once and served
+    # from the prefix cache to the rest, leaving a wave of distinct prefills cold for the measured run
+    assert len({p.split()[0] for p in prompts}) == 3
 
 
 def test_a_warm_up_that_timed_out_is_inconclusive_one_answered_wrongly_fails(tmp_path):
