@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fixtures.endpoint import Endpoint
-from fixtures.replay_client import _started_pool
+from fixtures.replay_client import Speed, _started_pool, twice_timed_out
 
 pytestmark = pytest.mark.harness
 
@@ -34,3 +34,19 @@ def test_one_openai_client_per_endpoint_without_keepalive():
     other = Endpoint(base_url="http://127.0.0.1:10/v1", model="m", api_key="k", config_id="c",
                      reasoning_parser=None, log_path=None)
     assert other.client()._client is not a._client
+
+
+def test_a_request_that_timed_out_twice_on_a_healthy_server_is_a_failure():
+    """Twice timed out is inconclusive only when the server was slow: a second probe at half its measured
+    speed or better, after a retry that had its whole speed-derived deadline, means vLLM did not finish
+    that case (a hang or a crawl of its own) - a failure, never hidden as noise."""
+    speed = Speed(single_tps=20.0, aggregate_tps=80.0)
+    first = {"seconds": 300.0, "deadline_s": 300.0}
+    out = {"seconds": 90.0, "deadline_s": 90.0}
+    label, text = twice_timed_out(first, out, speed, 19.0, "19.0 tok/s", cut=False)
+    assert label == "stuck" and "not slow, it did not finish this case" in text and "20.0 tok/s alone" in text
+    assert twice_timed_out(first, out, speed, 6.0, "6.0 tok/s", cut=False)[0] == "inconclusive", "slow now"
+    assert twice_timed_out(first, out, speed, None, "APITimeoutError: x", cut=False)[0] == "inconclusive"
+    label, text = twice_timed_out(first, out, speed, 19.0, "19.0 tok/s", cut=True)
+    assert label == "inconclusive" and "deadline was cut" in text, "a shortened deadline proves nothing"
+
