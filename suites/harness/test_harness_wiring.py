@@ -34,6 +34,17 @@ def test_no_test_module_imports_conftest():
     assert offenders == []
 
 
+def test_the_seed_benchmark_runs_once_per_selected_configuration():
+    """`-m gpu --config tp4 --config tp4-piecewise`: one seed benchmark each (the tp4 nightly job had
+    benchmarked only its first configuration); a configuration expected to refuse gets none."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "suites/live/test_bench.py",
+                           "-m", "gpu", "-k", "seed_benchmark", "--co", "-q", "--config", "tp4", "--config",
+                           "tp4-piecewise", "--config", "tp2-refused"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env())
+    ids = re.findall(r"test_seed_benchmark_floors\[([\w-]+)\]", proc.stdout)
+    assert ids == ["tp4", "tp4-piecewise"], proc.stdout[-2000:]
+
+
 def test_golden_corpus_comes_from_the_plugin(pytestconfig):
     directory = pytestconfig.getoption("--golden-dir") or golden.DEFAULT_CASES_DIR
     assert [c.id for c in golden_corpus(pytestconfig)] == [c.id for c in golden.load_corpus(Path(directory))]
