@@ -7,6 +7,9 @@
 # ./suite run -m gpu.
 set -uo pipefail
 started=$(date +%s)
+if [ -n "${PYTEST_DEADLINE:-}" ] && ! [[ $PYTEST_DEADLINE =~ ^[1-9][0-9]*$ ]]; then
+  echo "gpu-run: PYTEST_DEADLINE must be whole seconds, not '$PYTEST_DEADLINE'" >&2; exit 2
+fi
 cd "$(dirname "$0")/.."
 KIT=${KIT:-.devkit}
 SITE=${SITE:-/tmp/site}

@@ -452,9 +452,12 @@ def test_a_recorded_session_held_out_is_judged_against_the_others(floors):
     ok, text = bench_judge.hold_out_text(five, floors=floors)
     assert not ok and "session slow-host (1 run(s)) vs the other 4 session(s) (gating): FAIL" in text
     assert "output_throughput: 700.00 vs limit" in text
-    # two sessions: the other one is a reference; outside it is said, never a failure
+    # two sessions: the key's floor is a reference; outside it is said, never a failure
     ok, text = bench_judge.hold_out_text(_samples([1000, 700]), floors=floors)
     assert ok and "outside the reference" in text
+    # three sessions: the key's floor gates, so its first gating floor is checked too (against the other two)
+    ok, text = bench_judge.hold_out_text(_samples([1000, 1010, 330]), floors=floors)
+    assert not ok and "session s2 (1 run(s)) vs the other 2 session(s) (gating): FAIL" in text
 
 
 def test_committed_samples_each_pass_the_profile_of_the_others(floors):

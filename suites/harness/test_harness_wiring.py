@@ -34,12 +34,12 @@ def test_no_test_module_imports_conftest():
     assert offenders == []
 
 
-def test_the_seed_benchmark_runs_once_per_selected_configuration():
+def test_the_seed_benchmark_runs_once_per_selected_configuration(tmp_path):
     """`-m gpu --config tp4 --config tp4-piecewise`: one seed benchmark each (the tp4 nightly job had
     benchmarked only its first configuration); a configuration expected to refuse gets none."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "suites/live/test_bench.py",
                            "-m", "gpu", "-k", "seed_benchmark", "--co", "-q", "--config", "tp4", "--config",
-                           "tp4-piecewise", "--config", "tp2-refused"],
+                           "tp4-piecewise", "--config", "tp2-refused", f"--report-dir={tmp_path}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env())
     ids = re.findall(r"test_seed_benchmark_floors\[([\w-]+)\]", proc.stdout)
     assert ids == ["tp4", "tp4-piecewise"], proc.stdout[-2000:]
@@ -190,6 +190,8 @@ def test_warm_up_goes_through_the_one_http_client():
         srv.shutdown()
     assert seen == [("/v1/completions", "Bearer sk-warm", 4)] * 3
     assert out["requests"] == 3 and out["failed"] == 1 and out["errors"][0].startswith("HTTP 503")
+    none = bench.warm_up("http://127.0.0.1:9/v1", "m", n=0, workload=work)  # --bench-warmup 0: nothing sent
+    assert (none["requests"], none["failed"], none["timed_out"]) == (0, 0, 0)
     # every request its own prompt from the first token: one shared prompt is prefilled once and served
     # from the prefix cache to the rest, leaving a wave of distinct prefills cold for the measured run
     assert len({p.split()[0] for p in prompts}) == 3

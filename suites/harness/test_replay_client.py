@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fixtures.endpoint import Endpoint
-from fixtures.replay_client import Speed, _started_pool, twice_timed_out
+from fixtures.replay_client import ReplayTimeout, Speed, _started_pool, replay_all, twice_timed_out
 
 pytestmark = pytest.mark.harness
 
@@ -49,4 +49,11 @@ def test_a_request_that_timed_out_twice_on_a_healthy_server_is_a_failure():
     assert twice_timed_out(first, out, speed, None, "APITimeoutError: x", cut=False)[0] == "inconclusive"
     label, text = twice_timed_out(first, out, speed, 19.0, "19.0 tok/s", cut=True)
     assert label == "inconclusive" and "deadline was cut" in text, "a shortened deadline proves nothing"
+
+
+def test_a_test_timeout_too_short_for_any_request_is_said_at_once():
+    """A pytest timeout that leaves less than one request's floor: nothing is sent, one clear ReplayTimeout
+    (the server tier reports it inconclusive for every case of that server)."""
+    with pytest.raises(ReplayTimeout, match="leaves 10 s for the replay"):
+        replay_all(None, [], budget_s=10.0)
 

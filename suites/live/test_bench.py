@@ -103,9 +103,12 @@ def test_seed_benchmark_floors(request, server_config, server_factory, launch_co
     gpus = gpu_inventory()
     if not gpus and not external:
         pytest.skip("the seed benchmark needs a GPU configuration (no GPU here; --server-url for a remote one)")
+    if external and server_config != (request.config.getoption("minimax_configs") or [server_config])[0]:
+        pytest.skip("--server-url: one server, benchmarked once (under the first --config)")
+    cfg = launch_configs.get(server_config)
+    if not external and cfg is not None and cfg.gpus == 0:  # before booting it
+        pytest.skip(f"configuration {server_config} runs on CPU: the seed floors are for GPU configurations")
     endpoint = server_factory(server_config)
-    if endpoint.config_id == "cpu":
-        pytest.skip("the selected configuration is the CPU one: the seed floors are for GPU configurations")
     floors = bench_settings.floors()
     workload = bench_settings.workload(default_scale="seed")
     profile = bench_settings.profile(bench_floors.gpu_names_from_inventory(gpus))
