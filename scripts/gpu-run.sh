@@ -48,7 +48,7 @@ else
 fi
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT"
-  for f in reports/report.html reports/gate.json reports/junit.xml reports/observations.json reports/bench-samples.json; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+  for f in reports/report.html reports/gate.json reports/junit.xml reports/observations.json reports/bench-samples.json reports/stop-stacks.txt; do [ -f "$f" ] && cp "$f" "$OUT/"; done
   tar -czf "$OUT/servers.tgz" reports/servers reports/bench* 2>/dev/null || true
 fi
 exit $rc

@@ -490,9 +490,33 @@ def test_sigterm_writes_inconclusive_verdict(tmp_path, variant, record_property)
     props = {p.get("name"): p.get("value") for p in ET.parse(work / "reports" / "junit.xml").iter("property")}
     assert props["minimax_verdict"] == "inconclusive" and "terminated (SIGTERM)" in props["minimax_verdict_reason"]
     assert "release verdict: INCONCLUSIVE" in out
+    assert not (work / "reports" / "stop-stacks.txt").exists(), "a stop in time leaves no stack dump"
     if with_server:  # our handler ran first (early verdict), then fixtures.server's stopped its servers
         callers = (work / "server-stopped-by").read_text().split()
         assert callers[:4] == ["stop", "stop_all", "handler", "outer"], callers
+
+
+def test_a_stop_that_hangs_after_sigterm_writes_where_it_waits(tmp_path, monkeypatch):
+    """On 4x H100 a SIGTERM's stop did not begin for 45 s (until SIGKILL) and left no trace. A stop still
+    running STOP_STACKS_AFTER_S after the signal (1 s here) writes every thread's Python stack to
+    reports/stop-stacks.txt: here a server whose stop() takes 4 s, named in the dump; the run still ends
+    inconclusive. A stop within the time leaves no such file."""
+    slow_stop = FAKE_SERVER.replace("        self.proc.kill()", "        time.sleep(4)\n        self.proc.kill()")
+    work = tmp_path / "slow-stop"
+    monkeypatch.setenv("MINIMAX_STOP_STACKS_AFTER_S", "1")  # the inner pytest's environment
+    proc = popen_pytest(work, SIGTERM_SOURCE + slow_stop, "--report-dir=reports", conftest=MARKERS_CONFTEST,
+                        plugins=("fixtures.server", "fixtures.report"))
+    try:
+        _wait_for(work / "started", proc, 90)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stacks = (work / "reports" / "stop-stacks.txt").read_text()
+    assert "most recent call first" in stacks and "in stop" in stacks and "in stop_all" in stacks, stacks
+    assert json.loads((work / "reports" / "gate.json").read_text())["verdict"] == "inconclusive", out[-3000:]
 
 
 INCONCLUSIVE_SOURCE = '''
