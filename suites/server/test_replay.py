@@ -20,7 +20,7 @@ from fixtures import report
 from fixtures.golden import check_answer, normalize_result
 from fixtures.known import Observation, error_signature
 from fixtures.plugin import golden_corpus
-from fixtures.replay_client import NOT_JUDGED, replay_all
+from fixtures.replay_client import not_judged, replay_all
 from fixtures.server import configured_timeout
 from fixtures.report import record_golden_diff
 
@@ -57,7 +57,7 @@ def replayed(request, server_factory, server_config, reasoning_parser):
     request.node.user_properties.extend([("config_id", server_config), ("replay_stats", replay["stats"])])
     if "raised" in replay:
         what = f"the replay of this server's corpus raised {replay['raised']} (server log: {endpoint.log_path})"
-        if replay["raised"].startswith(NOT_JUDGED):  # the speed probe itself timed out: too slow here
+        if not_judged(replay["raised"]):  # the speed probe itself timed out: too slow here
             report.inconclusive(what)
         pytest.fail(what, pytrace=False)
     return replay
@@ -65,7 +65,7 @@ def replayed(request, server_factory, server_config, reasoning_parser):
 
 def _observe(request, case, reasoning_parser, out, ids, *, extra=()) -> Observation:
     """The server tier's one observation of a cell (label `server`). A request that failed outright is
-    observed as its error class and HTTP status; one that timed out cannot be judged (inconclusive)."""
+    observed as its error class and HTTP status; one that timed out twice on a slow server is inconclusive."""
     label = "server"
     if "error" in out:
         if out.get("inconclusive"):  # timed out twice on a slow server (fixtures.replay_client)
