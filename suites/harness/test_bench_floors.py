@@ -331,7 +331,7 @@ def test_a_short_run_that_only_misses_our_own_history_is_not_judged(floors, seed
                 spread=bench.aggregate([scaled(SEED_RESULT, output_throughput=1.5)] * 3))
     slow = bench.BenchRun(seed_workload, [SEED_RESULT], [], bench.aggregate([SEED_RESULT]), {"requests": 0})
     out = bench_judge.judge(slow, config_id="tp4", profile="h20", history=store, floors=floors)
-    assert not out.passed and "too few samples to judge: 1 measured run(s)" in bench_judge.not_judgeable(out, 1)
+    assert not out.passed and "too few samples to judge: 1 judged run(s)" in bench_judge.not_judgeable(out, 1)
     assert bench_judge.not_judgeable(out, 3) is None, "three runs judge"
     under_contract = scaled(SEED_RESULT, output_throughput=0.5)  # the H20 contract judges any number of runs
     run = bench.BenchRun(seed_workload, [under_contract], [], bench.aggregate([under_contract]), {"requests": 0})
@@ -526,3 +526,25 @@ def test_only_sessions_that_passed_become_samples(floors, tmp_path):
         bench_profiles.mark_session(src, name, "pass")
     assert bench_profiles.add(src, dest) == 4
     assert {x.get("gate") for x in bench_profiles.load_samples(dest)} == {"pass"}
+
+
+def test_cold_runs_never_become_samples(floors, tmp_path, capsys, monkeypatch):
+    """A run during which vLLM JIT-compiled a kernel is kept in the run's file (marked cold, with the
+    kernels) but `add` leaves it out: a floor of steady-state runs must not carry a cold server's tail.
+    One refused file among several does not keep the others out (exit 1, the others added)."""
+    def run(kernels):
+        return bench_profiles.samples_of_run([SEED_RESULT], profile="h200", config_id="tp4", model="full",
+                                             workload_key="seed", vllm_version="0.26.0", metrics=floors["metrics"],
+                                             gpus=[{"name": "NVIDIA H200"}] * 4, date="2026-11-28", session="s1",
+                                             cold=kernels)
+    samples = run(["fused_moe_kernel"]) + run([]) + run([])
+    assert samples[0]["cold"] == ["fused_moe_kernel"] and "cold" not in samples[1]
+    src, bad, dest = tmp_path / "bench-samples.json", tmp_path / "failed.json", tmp_path / "samples.yaml"
+    src.write_text(json.dumps(samples))
+    bench_profiles.mark_session(src, "s1", "pass")
+    bad.write_text(json.dumps(run([])))  # never judged: refused
+    monkeypatch.setattr(bench_profiles, "SAMPLES_PATH", dest)
+    assert bench_profiles.main(["add", str(bad), str(src)]) == 1
+    out = capsys.readouterr()
+    assert "not added" in out.err and "2 sample(s)" in out.out and "1 cold run(s) left out" in out.out
+    assert [x.get("cold") for x in bench_profiles.load_samples(dest)] == [None, None]

@@ -3,7 +3,8 @@ fixtures/data/floors.yaml (engine: fixtures/bench.py, judged by fixtures/bench_j
 
 * `test_seed_benchmark_floors` (bench + gpu): each selected GPU configuration's server (--config, default
   gpu1 with GPUs; or --server-url), warm-up, --bench-repeat runs of the seed workload, floors judged on the median
-  (the H20 TP4 baseline everywhere, plus the detected hardware profile), regression against the last
+  (the H20 TP4 baseline everywhere, plus the detected hardware profile) of the warm runs (a run during which
+  vLLM JIT-compiled a kernel is cold: measured again once, --bench-cold-extra), regression against the last
   green run in --bench-history (same configuration, GPU profile, served model kind and workload); a green
   gate of at least 3 runs writes the new history entry. Too few runs to judge, or a warm-up that only
   timed out: inconclusive, never a failure.
@@ -69,6 +70,7 @@ def _report(record_property, run: bench.BenchRun, outcome: bench_judge.GateOutco
     record_property("bench_run_seconds", [round(s, 1) for s in run.seconds])
     record_property("bench_warmup", {k: v for k, v in run.warmup.items() if k != "errors"})
     record_property("bench_jit_during_runs", run.jit)
+    record_property("bench_judged_runs", [i + 1 for i in run.judged])
     if outcome is not None:
         record_property("bench_gpu_profile", outcome.profile)
         record_property("bench_verdicts", outcome.rows)
@@ -115,10 +117,10 @@ def test_seed_benchmark_floors(request, server_config, server_factory, launch_co
     model = endpoint.model_kind
     session = f"{vllm_version_str}-{uuid.uuid4().hex[:8]}"
 
-    def keep_sample(result: dict) -> None:  # each measured run at once: an interrupted run keeps its samples
+    def keep_sample(result: dict, kernels: list[str]) -> None:  # each run at once: an interrupted run keeps its samples
         saved = bench_profiles.append_run_samples(_samples_path(request), bench_profiles.samples_of_run(
             [result], profile=profile, config_id=endpoint.config_id, model=model, workload_key=workload.key(),
-            vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"], session=session))
+            vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"], session=session, cold=kernels))
         record_property("bench_samples_file", str(saved))
 
     def trend(run: bench.BenchRun | None, outcome: bench_judge.GateOutcome | None) -> None:
@@ -131,20 +133,22 @@ def test_seed_benchmark_floors(request, server_config, server_factory, launch_co
     run = _measure(bp, endpoint, workload=workload, out_dir=tmp_path, warmup=warmup, repeat=repeat,
                    tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir),
                    timeout=bench_settings.timeout, on_result=bp.on_result(keep_sample),
+                   cold_extra=bench_settings.cold_extra_or(bench.GPU_DEFAULTS["cold_extra"]),
                    on_warmup_error=lambda: trend(None, None))
     outcome = bench_judge.judge(run, config_id=endpoint.config_id, profile=profile, history=bench_settings.history,
                                 floors=floors, model=model)
-    why = bench_judge.not_judgeable(outcome, len(run.results))
+    judged = len(run.judged)  # cold runs (vLLM JIT-compiled during them) are not judged while a warm one exists
+    why = bench_judge.not_judgeable(outcome, judged)
     _report(record_property, run, outcome, endpoint)
     bench_judge.record(endpoint.config_id, run, outcome, judgeable=why is None)
     trend(run, outcome)
     cold = run.cold_note()
     summary = (f"config {endpoint.config_id} ({model} model), GPU profile {profile} ({len(gpus)}x "
                f"{gpus[0]['name'] if gpus else 'remote'}), vLLM {vllm_version_str}, workload {workload.key()}, "
-               f"{len(run.results)} run(s)\n{bench.format_spread(run.spread)}\n{bench_judge.format_rows(outcome.rows)}"
+               f"{len(run.results)} run(s), {judged} judged\n{bench.format_spread(run.spread)}\n{bench_judge.format_rows(outcome.rows)}"
                + (f"\n{cold}" if cold else ""))
     print(summary)
-    if outcome.passed and len(run.results) >= bench_judge.MIN_REPEATS:
+    if outcome.passed and judged >= bench_judge.MIN_REPEATS:
         path = bench_settings.history.write(config_id=endpoint.config_id, gpu_profile=profile, model=model,
                                             workload=workload, vllm_version=vllm_version_str, spread=run.spread,
                                             gpus=gpus)
