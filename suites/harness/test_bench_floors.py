@@ -525,8 +525,8 @@ def test_samples_of_a_run_carry_provenance(floors, tmp_path):
     src.write_text(json.dumps(s))
     bench_profiles.mark_session(src, "x1", "pass")
     dest = tmp_path / "samples.yaml"
-    assert bench_profiles.add(src, dest) == 2
-    assert bench_profiles.add(src, dest) == 0, "a session already in the file is not added twice"
+    assert bench_profiles.add(src, dest) == (2, 0)
+    assert bench_profiles.add(src, dest) == (0, 0), "a session already in the file is not added twice"
     assert len(bench_profiles.load_samples(dest)) == 2
 
 
@@ -549,7 +549,7 @@ def test_only_sessions_that_passed_become_samples(floors, tmp_path):
     assert not dest.exists()
     for name in ("bad", "unsure", "cut"):
         bench_profiles.mark_session(src, name, "pass")
-    assert bench_profiles.add(src, dest) == 4
+    assert bench_profiles.add(src, dest) == (4, 0)
     assert {x.get("gate") for x in bench_profiles.load_samples(dest)} == {"pass"}
 
 
@@ -573,3 +573,16 @@ def test_cold_runs_never_become_samples(floors, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr()
     assert "not added" in out.err and "2 sample(s)" in out.out and "1 cold run(s) left out" in out.out
     assert [x.get("cold") for x in bench_profiles.load_samples(dest)] == [None, None]
+
+
+def test_a_misspelt_model_kind_in_the_floors_file_is_one_clear_error(tmp_path):
+    """A profile's `models` decides whether its floors gate; a misspelt kind would silently stop them."""
+    import yaml
+
+    doc = yaml.safe_load(bench_floors.FLOORS_PATH.read_text(encoding="utf-8"))
+    doc["profiles"]["h100"]["models"] = ["Real"]
+    bad = tmp_path / "floors.yaml"
+    bad.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"profile h100: unknown model kind\(s\) \['Real'\]"):
+        bench_floors.load_floors(bad)
+    assert bench_floors.load_floors(bench_floors.FLOORS_PATH)["profiles"]["h100"]["models"] == ["real"]

@@ -285,6 +285,16 @@ def test_nul_and_noncharacters_are_accepted_and_tokenize(tmp_path, tokenizer):
     assert tokenizer.decode(ids, skip_special_tokens=False) == case.output
 
 
+def test_a_negative_cold_extra_stops_the_run_before_it_starts(tmp_path):
+    """--bench-cold-extra -1 would silently measure fewer runs than asked: one clear usage error, no verdict."""
+    run = Run(tmp_path, PARSER_TEST)
+    res = run.run("--bench-cold-extra", "-1", timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == pytest.ExitCode.USAGE_ERROR, out[-4000:]
+    assert "--bench-cold-extra must be 0 or more, not -1" in out and "Traceback" not in out, out[-4000:]
+    assert not (run.reports / "gate.json").exists()
+
+
 def test_surrogate_case_stops_the_run_at_load_with_one_clear_error(tmp_path):
     path = _case_with(tmp_path, SURROGATES["parameter"][0])
     run = Run(tmp_path, PARSER_TEST)

@@ -253,28 +253,59 @@ def test_kernels_jit_compiled_during_a_measured_run_are_named(tmp_path):
     assert bench.jit_compiled(log, 0) == ["fused_moe_kernel", "_topk_topp_kernel"]
     assert bench.jit_compiled(None, 0) == [] and bench.jit_compiled(tmp_path / "missing.log", 0) == []
     work = bench.Workload("seed", 2048, 1024, 100, 10)
-    run = bench.BenchRun(work, [{}, {}], [], {}, {"requests": 10}, jit=[["_topk_topp_kernel"], []])
-    assert "run 1: _topk_topp_kernel" in run.cold_note() and "run 2" not in run.cold_note()
+    run = bench.BenchRun.measured(work, [{"failed": 0}, {"failed": 0}], {"requests": 10},
+                                  jit=[["_topk_topp_kernel"], []])
+    assert "run 1: _topk_topp_kernel" in run.cold_note() and "run 2:" not in run.cold_note()
     assert "not judged" in run.cold_note() and run.judged == [1]
-    assert bench.BenchRun(work, [{}, {}], [], {}, {"requests": 10}, jit=[[], []]).cold_note() is None
+    assert bench.BenchRun.measured(work, [{}, {}], {"requests": 10}, jit=[[], []]).cold_note() is None
+    with pytest.raises(ValueError, match="1 JIT entries for 2 runs"):
+        bench.BenchRun.measured(work, [{}, {}], {"requests": 10}, jit=[[]])
 
 
-def test_a_cold_run_is_measured_again_and_not_judged_while_a_warm_one_exists():
+def test_runs_before_the_first_warm_one_are_measured_again_and_not_judged():
     """4x H200, tp4, a fresh machine: the first run JIT-compiled fused_moe_kernel (P99 TTFT 2241 ms, the
-    next run 712 ms) and the median of two failed the H20 contract - a cold server, not vLLM. Cold runs are
-    left out of the verdict while a warm run exists and up to cold_extra of them are measured again; when
-    every run compiled, all are judged (vLLM did not get warm: its behaviour) and the note says so."""
+    next run 712 ms) and the median of two failed the H20 contract - a cold server, not vLLM. Runs before
+    the first warm one are left out of the verdict and up to cold_extra of them are measured again. A run
+    that compiles after a warm one is the server's steady state: judged. Every run cold: all judged (vLLM
+    did not get warm). Failed requests count in every run, cold ones too: the most of any run is judged."""
     cold, warm = ["fused_moe_kernel"], []
     assert bench.judged_runs([cold, warm, warm]) == [1, 2]
+    assert bench.judged_runs([cold, warm, cold]) == [1, 2], "compiled after a warm run: judged"
     assert bench.judged_runs([cold, cold]) == [0, 1] and bench.judged_runs([]) == []
     assert bench.runs_planned(3, [], 1) == 3 and bench.runs_planned(3, [cold], 1) == 4
     assert bench.runs_planned(3, [cold, cold], 1) == 4, "at most cold_extra runs are added"
+    assert bench.runs_planned(3, [warm, cold], 1) == 3, "a cold run after a warm one is not measured again"
     assert bench.runs_planned(3, [cold], 0) == 3 and bench.runs_planned(0, [], 1) == 1
+    assert bench.runs_planned(3, [cold], -1) == 3, "a negative extra never removes runs"
     work = bench.Workload("seed", 2048, 1024, 100, 10)
-    results = [{"p99_ttft_ms": 2241.1}, {"p99_ttft_ms": 712.3}]
-    run = bench.BenchRun(work, results, [], bench.aggregate([results[i] for i in bench.judged_runs([cold, warm])]),
-                         {"requests": 10}, jit=[cold, warm])
-    assert run.observed == {"p99_ttft_ms": 712.3} and run.judged == [1]
-    every = bench.BenchRun(work, results, [], bench.aggregate(results), {"requests": 10}, jit=[cold, cold])
-    assert every.judged == [0, 1] and "every measured run" in every.cold_note()
-    assert "judged on all of them" in every.cold_note()
+    ttft = (2241.1, 712.3, 690.0, 700.0)
+    results = [{"p99_ttft_ms": t, "output_throughput": 1100.0, "failed": 0} for t in ttft]
+    run = bench.BenchRun.measured(work, results, {"requests": 10}, jit=[cold, warm, warm, warm])
+    assert run.observed["p99_ttft_ms"] == 700.0 and run.spread["p99_ttft_ms"]["n"] == 3
+    assert "P99 TTFT 2241 ms" in run.cold_note() and "the verdict is on runs 2-4" in run.cold_note()
+    later = bench.BenchRun.measured(work, results, {"requests": 10}, jit=[warm, warm, cold, warm])
+    assert later.judged == [0, 1, 2, 3] and later.observed["p99_ttft_ms"] == pytest.approx(706.15)
+    assert "after a warm run" in later.cold_note() and "judged" in later.cold_note()
+    every = bench.BenchRun.measured(work, results[:2], {"requests": 10}, jit=[cold, cold])
+    assert every.judged == [0, 1] and "every measured run" in every.cold_note() and "all judged" in every.cold_note()
+    # a cold run's failed requests are not left out with its latency: the most of any run is judged
+    failing = [results[0] | {"failed": 5}] + results[1:]
+    run = bench.BenchRun.measured(work, failing, {"requests": 10}, jit=[cold, warm, warm, warm])
+    assert run.observed["failed"] == 5 and run.observed["p99_ttft_ms"] == 700.0
+    assert bench.BenchRun.measured(work, results[1:3] + [results[0] | {"failed": 1}], {"requests": 10},
+                                   jit=[warm, warm, warm]).observed["failed"] == 1, "not a median of runs"
+
+
+def test_bench_progress_counts_a_run_measured_again(tmp_path):
+    """The progress line's total follows run_bench's plan: a cold run before the first warm one adds one."""
+    from fixtures import progress
+
+    bp = progress.BenchProgress(None, "bench tp4", tmp_path, repeat=3, warmup=10, cold_extra=1)
+    seen = []
+    handler = bp.on_result(lambda result, cold: seen.append(cold))
+    assert (bp.done, bp.planned) == (0, 3)
+    handler({}, ["fused_moe_kernel"])
+    assert (bp.done, bp.planned) == (1, 4) and seen == [["fused_moe_kernel"]]
+    handler({}, [])
+    handler({}, [])
+    assert (bp.done, bp.planned) == (3, 4)

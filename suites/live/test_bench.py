@@ -3,8 +3,9 @@ fixtures/data/floors.yaml (engine: fixtures/bench.py, judged by fixtures/bench_j
 
 * `test_seed_benchmark_floors` (bench + gpu): each selected GPU configuration's server (--config, default
   gpu1 with GPUs; or --server-url), warm-up, --bench-repeat runs of the seed workload, floors judged on the median
-  (the H20 TP4 baseline everywhere, plus the detected hardware profile) of the warm runs (a run during which
-  vLLM JIT-compiled a kernel is cold: measured again once, --bench-cold-extra), regression against the last
+  (the H20 TP4 baseline everywhere, plus the detected hardware profile) from the first warm run on (runs
+  before it, during which vLLM JIT-compiled a kernel, are cold: not judged, and measured again up to
+  --bench-cold-extra times), zero failed requests over every run, regression against the last
   green run in --bench-history (same configuration, GPU profile, served model kind and workload); a green
   gate of at least 3 runs writes the new history entry. Too few runs to judge, or a warm-up that only
   timed out: inconclusive, never a failure.
@@ -71,6 +72,9 @@ def _report(record_property, run: bench.BenchRun, outcome: bench_judge.GateOutco
     record_property("bench_warmup", {k: v for k, v in run.warmup.items() if k != "errors"})
     record_property("bench_jit_during_runs", run.jit)
     record_property("bench_judged_runs", [i + 1 for i in run.judged])
+    record_property("bench_not_judged_runs", [{"run": i + 1, "jit": run.jit[i]} | {k: round(float(v), 3) for k, v in
+                                              run.results[i].items() if k in bench.REQUIRED_KEYS}
+                                             for i in range(len(run.results)) if i not in run.judged])
     if outcome is not None:
         record_property("bench_gpu_profile", outcome.profile)
         record_property("bench_verdicts", outcome.rows)
@@ -117,10 +121,10 @@ def test_seed_benchmark_floors(request, server_config, server_factory, launch_co
     model = endpoint.model_kind
     session = f"{vllm_version_str}-{uuid.uuid4().hex[:8]}"
 
-    def keep_sample(result: dict, kernels: list[str]) -> None:  # each run at once: an interrupted run keeps its samples
+    def keep_sample(result: dict, cold: list[str]) -> None:  # each run at once: an interrupted run keeps its samples
         saved = bench_profiles.append_run_samples(_samples_path(request), bench_profiles.samples_of_run(
             [result], profile=profile, config_id=endpoint.config_id, model=model, workload_key=workload.key(),
-            vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"], session=session, cold=kernels))
+            vllm_version=vllm_version_str, gpus=gpus, metrics=floors["metrics"], session=session, cold=cold))
         record_property("bench_samples_file", str(saved))
 
     def trend(run: bench.BenchRun | None, outcome: bench_judge.GateOutcome | None) -> None:
@@ -129,15 +133,15 @@ def test_seed_benchmark_floors(request, server_config, server_factory, launch_co
 
     warmup = bench.warmup_requests(bench_settings.warmup_or(bench.GPU_DEFAULTS["warmup"]), workload)
     repeat = bench_settings.repeat_or(bench.GPU_DEFAULTS["repeat"])
-    bp = progress.BenchProgress(request.config, f"bench {endpoint.config_id}", tmp_path, repeat, warmup)
+    cold_extra = bench_settings.cold_extra_or(bench.GPU_DEFAULTS["cold_extra"])
+    bp = progress.BenchProgress(request.config, f"bench {endpoint.config_id}", tmp_path, repeat, warmup, cold_extra)
     run = _measure(bp, endpoint, workload=workload, out_dir=tmp_path, warmup=warmup, repeat=repeat,
                    tokenizer=_bench_tokenizer(request, endpoint, launch_configs, tokenizer_dir),
-                   timeout=bench_settings.timeout, on_result=bp.on_result(keep_sample),
-                   cold_extra=bench_settings.cold_extra_or(bench.GPU_DEFAULTS["cold_extra"]),
+                   timeout=bench_settings.timeout, on_result=bp.on_result(keep_sample), cold_extra=cold_extra,
                    on_warmup_error=lambda: trend(None, None))
     outcome = bench_judge.judge(run, config_id=endpoint.config_id, profile=profile, history=bench_settings.history,
                                 floors=floors, model=model)
-    judged = len(run.judged)  # cold runs (vLLM JIT-compiled during them) are not judged while a warm one exists
+    judged = len(run.judged)  # runs before the first warm one (vLLM JIT-compiled during them) are not judged
     why = bench_judge.not_judgeable(outcome, judged)
     _report(record_property, run, outcome, endpoint)
     bench_judge.record(endpoint.config_id, run, outcome, judgeable=why is None)
