@@ -71,10 +71,11 @@ def _report(record_property, run: bench.BenchRun, outcome: bench_judge.GateOutco
     record_property("bench_run_seconds", [round(s, 1) for s in run.seconds])
     record_property("bench_warmup", {k: v for k, v in run.warmup.items() if k != "errors"})
     record_property("bench_jit_during_runs", run.jit)
-    record_property("bench_judged_runs", [i + 1 for i in run.judged])
+    judged = run.judged
+    record_property("bench_judged_runs", [i + 1 for i in judged])
     record_property("bench_not_judged_runs", [{"run": i + 1, "jit": run.jit[i]} | {k: round(float(v), 3) for k, v in
                                               run.results[i].items() if k in bench.REQUIRED_KEYS}
-                                             for i in range(len(run.results)) if i not in run.judged])
+                                             for i in range(len(run.results)) if i not in judged])
     if outcome is not None:
         record_property("bench_gpu_profile", outcome.profile)
         record_property("bench_verdicts", outcome.rows)
