@@ -9,7 +9,9 @@ own report folder, server log folder and server marker) and reads what that run 
    `vllm serve` the same launch test passes with the server's version;
 2. + 3. a real SIGINT or SIGTERM to a real pytest process in the middle of a real `vllm serve` boot
    (server tier, the launch test): gate.json says `inconclusive` within 30 s (the launch test `not-run`,
-   never passed), and psutil finds no vLLM process left;
+   never passed), and psutil finds no vLLM process left; the same for a SIGINT while the CPU smoke
+   bench's real `vllm bench serve` runs (the bench gate `inconclusive`, the report written, the
+   benchmark process gone);
 4. a real golden case with a lone surrogate (a YAML "\\udcff" escape) stops the run at load with one
    error naming the file and the field, not one TypeError per test counted against the parser gate;
 5. a real long case (a generated write_file call in a temporary --golden-dir whose parameter exceeds the
@@ -173,17 +175,42 @@ def test_launch_test_passes_against_a_real_vllm_server_url(tmp_path, server_fact
 # ---------------------------------------------------------------- 2. + 3. signals during a real boot
 
 
+def _signal_and_wait(run: Run, proc: subprocess.Popen, signum: int) -> tuple[float | None, dict | None, str, float]:
+    """Send `signum` to the inner pytest only (as `timeout`, a CI cancel or a terminal's Ctrl-C does); returns
+    (seconds to the first gate.json - the early one, written at the signal - or None, that gate.json, the
+    inner output, seconds to its exit)."""
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    to_verdict, first = None, None
+    while time.monotonic() - sent < 60:
+        if (run.reports / "gate.json").exists():
+            try:
+                first = run.gate()
+                to_verdict = time.monotonic() - sent
+                break
+            except ValueError:  # being written
+                pass
+        elif proc.poll() is not None:  # exited without a verdict
+            break
+        time.sleep(0.02)
+    out, _ = proc.communicate(timeout=120)
+    return to_verdict, first, out, time.monotonic() - sent
+
+
+def _one_server_at_a_time(request) -> None:
+    """This session's own servers go first (forgotten, so a later test reboots them): 2 cores, one server."""
+    manager = request.config.stash[server._MANAGER]
+    for key in list(manager.servers):
+        manager._forget(key)
+
+
 @needs_cpu_server
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_during_a_real_vllm_boot(tmp_path, signum, request, record_property):
-    # at most one server at a time: this session's own go first (forgotten, so a later test reboots them)
-    manager = request.config.stash[server._MANAGER]
-    for key in list(manager.servers):
-        manager._forget(key)
+    _one_server_at_a_time(request)
     run = Run(tmp_path, LAUNCH_TEST)
     proc = run.popen("--config", "cpu")
-    gate_path = run.reports / "gate.json"
     try:
         # the middle of the boot: the API server and its engine core process exist, nothing is ready
         deadline = time.monotonic() + 300
@@ -194,22 +221,7 @@ def test_signal_during_a_real_vllm_boot(tmp_path, signum, request, record_proper
         booting = len(server_process.marked_processes(run.token))
         log = tmp_path / "servers" / "cpu-minimax_m2_append_think.log"
         assert "Application startup complete" not in log.read_text(errors="replace")
-        sent = time.monotonic()
-        proc.send_signal(signum)  # to pytest only, as `timeout`, a CI cancel or a terminal's Ctrl-C does
-        to_verdict, first = None, None  # the first gate.json (the early one, written at the signal)
-        while time.monotonic() - sent < 60:
-            if gate_path.exists():
-                try:
-                    first = run.gate()
-                    to_verdict = time.monotonic() - sent
-                    break
-                except ValueError:  # being written
-                    pass
-            elif proc.poll() is not None:  # exited without a verdict
-                break
-            time.sleep(0.02)
-        out, _ = proc.communicate(timeout=120)
-        to_exit = time.monotonic() - sent
+        to_verdict, first, out, to_exit = _signal_and_wait(run, proc, signum)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -234,6 +246,65 @@ def test_signal_during_a_real_vllm_boot(tmp_path, signum, request, record_proper
     assert gate["tests"][LAUNCH_ID] == "not-run"
     srv = gate["gates"]["server"]
     assert (srv["status"], srv["passed"], srv["not_run"]) == ("inconclusive", 0, 1), srv
+
+
+@needs_cpu_server
+@pytest.mark.slow
+def test_sigint_during_a_real_cpu_benchmark(tmp_path, request, record_property):
+    """Ctrl-C while the CPU smoke bench's real `vllm bench serve` runs against a real `vllm serve`: gate.json
+    `inconclusive` within 30 s of the signal, the report written, the server and the benchmark process gone.
+    Measured on the 2-core machine: gate.json 0.49 s after the signal, pytest exit 3.1 s, rc 2."""
+    _one_server_at_a_time(request)
+    run = Run(tmp_path, "suites/live/test_bench.py")
+    proc = run.popen("-k", "cpu_bench_smoke")
+    bench_procs: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 400
+        while not bench_procs:
+            assert proc.poll() is None, proc.communicate()[0][-4000:]
+            assert time.monotonic() < deadline, "the inner session never started vllm bench serve"
+            try:
+                kids = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:
+                kids = []
+            bench_procs = [k for k in kids if _is_bench_serve(k)]
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the benchmark, not at its first line
+        to_verdict, first, out, to_exit = _signal_and_wait(run, proc, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        left = _none_left(run.token)
+    bench_left = []
+    for b in bench_procs:
+        try:
+            if b.status() != psutil.STATUS_ZOMBIE:
+                bench_left.append(b.pid)
+                b.kill()
+        except psutil.Error:  # gone
+            pass
+    record_property("signal_to_gate_json_s", None if to_verdict is None else round(to_verdict, 2))
+    record_property("signal_to_exit_s", round(to_exit, 2))
+    print(f"SIGINT during vllm bench serve: gate.json {first and first.get('verdict')!r} after "
+          f"{to_verdict if to_verdict is None else round(to_verdict, 2)} s, pytest exited after {to_exit:.2f} s")
+    assert not left, "vLLM processes left behind:\n" + "\n".join(left)
+    assert not bench_left, f"vllm bench serve left running: {bench_left}"
+    assert to_verdict is not None and to_verdict < 30, out[-4000:]
+    assert first["verdict"] == "inconclusive", first.get("reason")
+    assert proc.returncode == 2, out[-4000:]
+    gate = run.gate()
+    assert gate["final"] is True and gate["verdict"] == "inconclusive" and "interrupted (Ctrl-C)" in gate["reason"]
+    assert gate["gates"]["bench"]["status"] == "inconclusive", gate["gates"]["bench"]
+    assert (run.reports / "report.html").stat().st_size > 0
+
+
+def _is_bench_serve(p: psutil.Process) -> bool:
+    try:
+        cmd = p.cmdline()
+    except psutil.Error:
+        return False
+    return "bench" in cmd and "serve" in cmd
 
 
 # ---------------------------------------------------------------- 4. case data that cannot be encoded
