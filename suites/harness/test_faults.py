@@ -24,6 +24,7 @@ tests' record_property (junit.xml) and are printed (`-s`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,6 +36,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
@@ -78,6 +80,19 @@ class Run:
         return subprocess.Popen(self.argv(*extra), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                 preexec_fn=server_process.sigint_as_in_a_terminal)
+
+    @contextlib.contextmanager
+    def started(self, *extra: str) -> Iterator[subprocess.Popen]:
+        """popen, and at the end - passed or not - its process group killed if still alive and the vLLM
+        processes it left killed too, their names in `self.left`."""
+        proc = self.popen(*extra)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+            self.left = _none_left(self.token)
 
     def gate(self) -> dict:
         return json.loads((self.reports / "gate.json").read_text())
@@ -210,8 +225,7 @@ def _one_server_at_a_time(request) -> None:
 def test_signal_during_a_real_vllm_boot(tmp_path, signum, request, record_property):
     _one_server_at_a_time(request)
     run = Run(tmp_path, LAUNCH_TEST)
-    proc = run.popen("--config", "cpu")
-    try:
+    with run.started("--config", "cpu") as proc:
         # the middle of the boot: the API server and its engine core process exist, nothing is ready
         deadline = time.monotonic() + 300
         while len(server_process.marked_processes(run.token)) < 3:
@@ -222,11 +236,7 @@ def test_signal_during_a_real_vllm_boot(tmp_path, signum, request, record_proper
         log = tmp_path / "servers" / "cpu-minimax_m2_append_think.log"
         assert "Application startup complete" not in log.read_text(errors="replace")
         to_verdict, first, out, to_exit = _signal_and_wait(run, proc, signum)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        left = _none_left(run.token)
+    left = run.left
     name = signal.Signals(signum).name
     record_property("processes_at_signal", booting)
     record_property("signal_to_gate_json_s", None if to_verdict is None else round(to_verdict, 2))
@@ -256,9 +266,8 @@ def test_sigint_during_a_real_cpu_benchmark(tmp_path, request, record_property):
     Measured on the 2-core machine: gate.json 0.49 s after the signal, pytest exit 3.1 s, rc 2."""
     _one_server_at_a_time(request)
     run = Run(tmp_path, "suites/live/test_bench.py")
-    proc = run.popen("-k", "cpu_bench_smoke")
     bench_procs: list[psutil.Process] = []
-    try:
+    with run.started("-k", "cpu_bench_smoke") as proc:
         deadline = time.monotonic() + 400
         while not bench_procs:
             assert proc.poll() is None, proc.communicate()[0][-4000:]
@@ -271,11 +280,7 @@ def test_sigint_during_a_real_cpu_benchmark(tmp_path, request, record_property):
             time.sleep(0.2)
         time.sleep(1.0)  # inside the benchmark, not at its first line
         to_verdict, first, out, to_exit = _signal_and_wait(run, proc, signal.SIGINT)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        left = _none_left(run.token)
+    left = run.left
     bench_left = []
     for b in bench_procs:
         try:

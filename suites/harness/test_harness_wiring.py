@@ -269,9 +269,10 @@ def test_runs_before_the_first_warm_one_are_measured_again_and_not_judged():
     that compiles after a warm one is the server's steady state: judged. Every run cold: all judged (vLLM
     did not get warm). Failed requests count in every run, cold ones too: the most of any run is judged."""
     cold, warm = ["fused_moe_kernel"], []
-    assert bench.judged_runs([cold, warm, warm]) == [1, 2]
-    assert bench.judged_runs([cold, warm, cold]) == [1, 2], "compiled after a warm run: judged"
-    assert bench.judged_runs([cold, cold]) == [0, 1] and bench.judged_runs([]) == []
+    assert bench.judged_runs(3, [cold, warm, warm]) == [1, 2]
+    assert bench.judged_runs(3, [cold, warm, cold]) == [1, 2], "compiled after a warm run: judged"
+    assert bench.judged_runs(2, [cold, cold]) == [0, 1] and bench.judged_runs(0, []) == []
+    assert bench.judged_runs(2, []) == [0, 1], "JIT not watched (no server log): every run"
     assert bench.runs_planned(3, [], 1) == 3 and bench.runs_planned(3, [cold], 1) == 4
     assert bench.runs_planned(3, [cold, cold], 1) == 4, "at most cold_extra runs are added"
     assert bench.runs_planned(3, [warm, cold], 1) == 3, "a cold run after a warm one is not measured again"
