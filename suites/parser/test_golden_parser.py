@@ -14,7 +14,7 @@ from fixtures.golden import GoldenCase, check_answer, normalize_result
 from fixtures.known import Observation
 from fixtures.report import record_golden_diff
 from fixtures.tokenizer import check_minimax_tokens
-from fixtures.vllm_parsers import ParserDriver, chunked
+from fixtures.vllm_parsers import ParserDriver, case_driver, chunked
 
 pytestmark = pytest.mark.parser
 
@@ -113,35 +113,6 @@ def _over_budget(request, case: GoldenCase, reasoning_parser: str, label: str, n
         f"suites/parser/test_parser_cost.py); the cell's results are not judged")
 
 
-_PROMPTS: dict[tuple[int, str], list[int]] = {}
-
-
-def _prompt_ids(tokenizer, case: GoldenCase) -> list[int]:
-    key = (id(tokenizer), str(case.path))
-    if key in _PROMPTS:
-        return _PROMPTS[key]
-    rendered = tokenizer.apply_chat_template(
-        case.messages, tools=case.tools or None, add_generation_prompt=True, tokenize=True
-    )
-    if isinstance(rendered, dict) or hasattr(rendered, "keys"):
-        rendered = rendered["input_ids"]
-    _PROMPTS[key] = list(rendered)
-    return _PROMPTS[key]
-
-
-def _driver(tokenizer, case: GoldenCase, reasoning_parser: str, cls: type[ParserDriver] = ParserDriver) -> ParserDriver:
-    eos = tokenizer.convert_tokens_to_ids("[e~[")
-    return cls(
-        tokenizer=tokenizer,
-        reasoning_parser=reasoning_parser,
-        tools=case.tools,
-        tool_choice=case.tool_choice,
-        messages=case.messages,
-        prompt_token_ids=_prompt_ids(tokenizer, case),
-        eos_token_id=eos,
-    )
-
-
 def _observe(request, case, reasoning_parser, observed, label, *, protocol=(), extra=()) -> Observation:
     """One label's observation: `protocol` problems are part of what vLLM did (its signature); `extra`
     ones follow from other observations (stream vs non-stream) and only decide whether it passes."""
@@ -159,7 +130,7 @@ def _observe(request, case, reasoning_parser, observed, label, *, protocol=(), e
 def test_nonstream(golden_case, reasoning_parser, tokenizer, golden_verdict, request):
     ids = tokenizer.encode(golden_case.output, add_special_tokens=False)
     assert tokenizer.decode(ids, skip_special_tokens=False) == golden_case.output, "tokenizer round trip"
-    driver = _driver(tokenizer, golden_case, reasoning_parser)
+    driver = case_driver(tokenizer, golden_case, reasoning_parser)
     observed = driver.parse(golden_case.output, ids, engine_finish=golden_case.finish)
     obs = _observe(request, golden_case, reasoning_parser, observed, "parser")
     golden_verdict(golden_case.subject, parser=reasoning_parser, mode="nonstream", tier="parser", observations=[obs])
@@ -167,7 +138,7 @@ def test_nonstream(golden_case, reasoning_parser, tokenizer, golden_verdict, req
 
 def test_stream(golden_case, reasoning_parser, tokenizer, golden_verdict, request):
     ids = tokenizer.encode(golden_case.output, add_special_tokens=False)
-    driver = _driver(tokenizer, golden_case, reasoning_parser, cls=_BudgetedDriver)
+    driver = case_driver(tokenizer, golden_case, reasoning_parser, cls=_BudgetedDriver)
     nonstream = normalize_result(driver.parse(golden_case.output, ids, engine_finish=golden_case.finish))
     observations = []
     for size in CHUNK_SIZES:
