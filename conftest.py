@@ -99,8 +99,7 @@ def golden_verdict(request: pytest.FixtureRequest, vllm_version_str: str):
         ] + ([("known_message", result.message)] if result.message else []))
         report.record_observation({
             "subject": subject, "parser": parser, "mode": mode, "tier": tier, "verdict": result.kind,
-            "observations": [{"label": o.label, "ok": o.ok, "signature": None if o.ok else o.signature}
-                             for o in observations],
+            "observations": [o.to_json() for o in observations],
         })
         if result.kind in ("known", "unstable"):
             pytest.xfail(result.message)

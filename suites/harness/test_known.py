@@ -78,22 +78,72 @@ def test_a_cell_that_varies_on_one_version_is_unstable_not_changed():
     assert known.judge(cell, [_obs("server", "C")], REGISTRY).kind == "changed"
 
 
-def test_a_server_stream_may_show_any_recorded_parser_chunking():
-    """The API server coalesces deltas under load: its stream equal to what the parser tier recorded at
-    another chunking of the same cell is that known behaviour, not a change (non-stream gets no such leeway)."""
+def _merged(server: str | None, token_by_token: str | None) -> known.Observation:
+    """A server stream that came in merged deltas, reproduced by the parser on its chunking; its stand-in."""
+    obs = _obs("server", server)
+    obs.token_by_token = _obs("server", token_by_token)
+    obs.token_by_token.problems = ["[server] streamed in merged deltas (...)"]
+    return obs
+
+
+@pytest.mark.parametrize("server, token_by_token, kind", [
+    ("C", "A", "known"),      # merged deltas gave another result; token by token the recorded one
+    ("C", None, "changed"),   # only the merged chunking deviates: judged as it is, never turned into a pass
+    (None, "A", "known"),     # merged deltas happened to meet the expectation: not `fixed`
+    ("C", "D", "changed"),    # token by token the parser changed too
+], ids=["merged-differs", "merged-only-deviates", "merged-meets", "parser-changed"])
+def test_a_merged_server_stream_is_judged_by_the_parser_token_by_token(server, token_by_token, kind):
+    """A server stream in merged deltas (a loaded API server) that vLLM's own parser reproduces on the same
+    chunking is judged by what that parser gives token by token, as the records were made."""
     cell = _cell(known.Variant(["parser:1", "server"], ["think-end-swallowed"], _sig("A"), ["0.32.0"]),
                  known.Variant(["parser:3"], ["think-end-swallowed"], _sig("B"), ["0.32.0"]))
-    assert known.judge(cell, [_obs("server", "B")], REGISTRY).kind == "known"
-    assert known.judge(cell, [_obs("server", "C")], REGISTRY).kind == "changed"
-    cell.mode = "nonstream"
+    verdict = known.judge(cell, [_merged(server, token_by_token)], REGISTRY)
+    assert verdict.kind == kind, verdict
+    if kind == "known":
+        assert "merged deltas" in verdict.message
+
+
+def test_no_stand_in_where_the_records_say_the_server_is_not_the_parser():
+    """Without a stand-in a server stream is judged as it is, also when it equals a result the parser tier
+    recorded at another chunking; where the records show the server streaming a cell unlike the parser
+    token by token (a named tool_choice, decided outside the parsers), a stand-in is not used either."""
+    cell = _cell(known.Variant(["parser:1", "server"], ["think-end-swallowed"], _sig("A"), ["0.32.0"]),
+                 known.Variant(["parser:3"], ["think-end-swallowed"], _sig("B"), ["0.32.0"]))
     assert known.judge(cell, [_obs("server", "B")], REGISTRY).kind == "changed"
-    cell.mode = "stream"
-    records = {"cases/c": known.Record("cases/c", [cell])}
-    s = known_update.update(records, [{"subject": "cases/c", "parser": cell.parser, "mode": "stream",
-                                       "tier": "server", "verdict": "known",
-                                       "observations": [{"label": "server", "ok": False,
-                                                         "signature": _sig("B")}]}], "0.32.0")
-    assert s.confirmed == 1 and not s.changed_left and "server" in cell.variants[1].where
+    own = _cell(known.Variant(["server"], ["think-end-swallowed"], _sig("S"), ["0.32.0"]))
+    assert not known.server_as_parser(own) and known.server_as_parser(None)
+    assert known.judge(own, [_merged("S", "A")], REGISTRY).kind == "known"
+    assert known.judge(own, [_merged("C", "S")], REGISTRY).kind == "changed"
+
+
+def test_update_known_lets_a_stand_in_confirm_a_record_and_nothing_else():
+    def run(cell, obs):
+        records = {"cases/c": known.Record("cases/c", [cell] if cell else [])}
+        item = {"subject": "cases/c", "parser": "minimax_m2_append_think", "mode": "stream", "tier": "server",
+                "verdict": "?", "observations": [json.loads(json.dumps(obs.to_json()))]}
+        return records, known_update.update(records, [item], "0.33.0")
+
+    def cell():
+        return _cell(known.Variant(["parser:1", "server"], ["think-end-swallowed"], _sig("A"), ["0.32.0"]))
+
+    c = cell()
+    _, s = run(c, _merged("C", "A"))
+    assert s.confirmed == 1 and c.variants[0].seen_on == ["0.32.0", "0.33.0"] and len(c.variants) == 1
+    for obs in (_merged("C", "D"), _merged(None, None), _merged("C", None)):
+        c = cell()
+        _, s = run(c, obs)
+        assert s.merged_left and not s.confirmed and not s.fixed and not s.added, obs
+        assert [(v.where, v.signature, v.seen_on) for v in c.variants] == \
+            [(["parser:1", "server"], _sig("A"), ["0.32.0"])], obs
+    records, s = run(None, _merged("C", "A"))  # no record: a merged stream never starts one
+    assert s.merged_left and not records["cases/c"].cells
+
+
+def test_observation_json_round_trip_keeps_the_stand_in():
+    obs = _merged("C", "A")
+    again = known.Observation.from_json(json.loads(json.dumps(obs.to_json())))
+    assert (again.label, again.ok, again.signature) == (obs.label, obs.ok, obs.signature)
+    assert again.token_by_token.signature == obs.token_by_token.signature and again.token_by_token.token_by_token is None
 
 
 def test_error_signature_keeps_class_and_status_only():

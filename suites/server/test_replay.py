@@ -2,8 +2,14 @@
 
 The replay logits processor (fixtures/replay.py) makes the server emit exactly a golden case's
 tokens, so the whole serving path — chat template, engine, detokenizer, both parsers, SSE framing,
-the OpenAI schema — is checked deterministically. All cases of one server are replayed at once
+the OpenAI schema — is checked on known tokens. All cases of one server are replayed at once
 (concurrently, stream and non-stream), then each test asserts on its own case.
+
+One thing is not deterministic: a stream's chunking. The API server merges engine outputs when it lags,
+so on a loaded machine a parser whose result depends on the chunking streams something the known records
+(made token by token) never saw. Such a stream is rerun here through vLLM's own parser on the server's
+exact chunking (fixtures.rechunk); when that reproduces it, the cell is judged by what the parser gives
+token by token (fixtures.known.judged), and the report says so.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from fixtures import report
+from fixtures import rechunk, report
 from fixtures.golden import check_answer, normalize_result
 from fixtures.known import Observation, error_signature
 from fixtures.plugin import golden_corpus
@@ -47,7 +53,10 @@ def replayed(request, server_factory, server_config, reasoning_parser):
             budget = limit - (time.monotonic() - started) - _MARGIN_S if limit else None
             try:
                 _REPLAYS[key] = replay_all(endpoint, golden_corpus(request.config), budget_s=budget,
-                                           deadline_scale=request.config.getoption("--replay-deadline-scale"))
+                                           deadline_scale=request.config.getoption("--replay-deadline-scale"),
+                                           stream_interval=request.config.getoption("--replay-stream-interval"))
+                # a server started here runs this process's vLLM: its parsers can rerun a stream's chunking
+                _REPLAYS[key]["same_vllm"] = endpoint.model_kind != "external"
             except Exception as exc:  # noqa: BLE001 - kept for every test of this server, judged below
                 _REPLAYS[key] = {"raised": f"{type(exc).__name__}: {exc}", "stats": {}}
             if endpoint.log_path is not None:  # the measured speed and deadlines, beside the server's log
@@ -63,9 +72,10 @@ def replayed(request, server_factory, server_config, reasoning_parser):
     return replay
 
 
-def _observe(request, case, reasoning_parser, out, ids, *, extra=()) -> Observation:
+def _observe(request, case, reasoning_parser, out, ids, *, extra=(), record=True) -> Observation:
     """The server tier's one observation of a cell (label `server`). A request that failed outright is
-    observed as its error class and HTTP status; one that timed out twice on a slow server is inconclusive."""
+    observed as its error class and HTTP status; one that timed out twice on a slow server is inconclusive.
+    `record`: the report keeps its golden diff (one per test)."""
     label = "server"
     if "error" in out:
         if out.get("inconclusive"):  # timed out twice on a slow server (fixtures.replay_client)
@@ -77,7 +87,8 @@ def _observe(request, case, reasoning_parser, out, ids, *, extra=()) -> Observat
     usage = [] if out["usage"] == want else [f"usage.completion_tokens {out['usage']} != {want} (script + EOS)"]
     problems, signature = check_answer(
         case, reasoning_parser, out["result"], protocol=list(out["problems"]) + usage,
-        record=lambda expected, got: record_golden_diff(request, case.id, reasoning_parser, label, expected, got),
+        record=(lambda expected, got: record_golden_diff(request, case.id, reasoning_parser, label, expected, got))
+        if record else None,
     )
     problems += list(extra)
     return Observation(label, not problems, signature, [f"[{label}] {p}" for p in problems])
@@ -89,13 +100,37 @@ def test_replay_nonstream(golden_case, reasoning_parser, replayed, golden_verdic
     golden_verdict(golden_case.subject, parser=reasoning_parser, mode="nonstream", tier="server", observations=[obs])
 
 
-def test_replay_stream(golden_case, reasoning_parser, replayed, golden_verdict, request):
+def _differs(out, nonstream) -> list[str]:
+    if "error" in out or "error" in nonstream or normalize_result(out["result"]) == normalize_result(nonstream["result"]):
+        return []
+    return [f"differs from non-stream: {normalize_result(out['result'])} != {normalize_result(nonstream['result'])}"]
+
+
+def _rerun(request, case, reasoning_parser, tokenizer, out, nonstream, ids, obs: Observation) -> None:
+    """A stream that came in merged deltas, rerun through vLLM's own parser here (fixtures.rechunk): the same
+    result on the server's exact chunking gives `obs` its token-by-token stand-in (fixtures.known.judged);
+    a different one is said in its problems (the server did not do what its parser does)."""
+    again = rechunk.rerun(tokenizer, case, reasoning_parser, out, ids)
+    if again is None:
+        return
+    request.node.user_properties.append(("server_chunk_sizes", again.sizes))
+    _, merged = check_answer(case, reasoning_parser, again.merged.result, protocol=again.merged.problems)
+    if merged != obs.signature:
+        obs.problems.append(f"[server] streamed in merged deltas ({again.chunking(in_order=True)}); vLLM's own "
+                            f"parser on that chunking gives {merged}: not what the server streamed")
+        return
+    tbt = {"result": again.token_by_token.result, "problems": again.token_by_token.problems, "usage": out["usage"]}
+    obs.token_by_token = _observe(request, case, reasoning_parser, tbt, ids, extra=_differs(tbt, nonstream),
+                                  record=False)
+    obs.token_by_token.problems.insert(0, f"[server] streamed in merged deltas ({again.chunking()}), which vLLM's own "
+                                          "parser reproduces here; judged by what it gives token by token")
+
+
+def test_replay_stream(golden_case, reasoning_parser, replayed, golden_verdict, request, tokenizer):
     out = replayed["results"][(golden_case.id, True)]
     nonstream = replayed["results"][(golden_case.id, False)]
-    extra = []
-    if "error" not in out and "error" not in nonstream:
-        if normalize_result(out["result"]) != normalize_result(nonstream["result"]):
-            extra.append(f"differs from non-stream: {normalize_result(out['result'])} "
-                         f"!= {normalize_result(nonstream['result'])}")
-    obs = _observe(request, golden_case, reasoning_parser, out, replayed["ids"][golden_case.id], extra=extra)
+    ids = replayed["ids"][golden_case.id]
+    obs = _observe(request, golden_case, reasoning_parser, out, ids, extra=_differs(out, nonstream))
+    if "error" not in out and replayed["same_vllm"]:
+        _rerun(request, golden_case, reasoning_parser, tokenizer, out, nonstream, ids, obs)
     golden_verdict(golden_case.subject, parser=reasoning_parser, mode="stream", tier="server", observations=[obs])
