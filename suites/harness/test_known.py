@@ -81,6 +81,7 @@ def test_a_cell_that_varies_on_one_version_is_unstable_not_changed():
 def _merged(server: str | None, token_by_token: str | None) -> known.Observation:
     """A server stream that came in merged deltas, reproduced by the parser on its chunking; its stand-in."""
     obs = _obs("server", server)
+    obs.problems = ["[server] streamed in merged deltas (...), which vLLM's own parser reproduces here"]
     obs.token_by_token = _obs("server", token_by_token)
     obs.token_by_token.problems = ["[server] streamed in merged deltas (...)"]
     return obs
@@ -89,9 +90,10 @@ def _merged(server: str | None, token_by_token: str | None) -> known.Observation
 @pytest.mark.parametrize("server, token_by_token, kind", [
     ("C", "A", "known"),      # merged deltas gave another result; token by token the recorded one
     ("C", None, "changed"),   # only the merged chunking deviates: judged as it is, never turned into a pass
+    ("B", None, "known"),     # ... as it is: what the parser tier recorded at a merged chunking (parser:3)
     (None, "A", "known"),     # merged deltas happened to meet the expectation: not `fixed`
     ("C", "D", "changed"),    # token by token the parser changed too
-], ids=["merged-differs", "merged-only-deviates", "merged-meets", "parser-changed"])
+], ids=["merged-differs", "merged-only-deviates", "merged-as-recorded-chunking", "merged-meets", "parser-changed"])
 def test_a_merged_server_stream_is_judged_by_the_parser_token_by_token(server, token_by_token, kind):
     """A server stream in merged deltas (a loaded API server) that vLLM's own parser reproduces on the same
     chunking is judged by what that parser gives token by token, as the records were made."""
@@ -126,10 +128,13 @@ def test_update_known_lets_a_stand_in_confirm_a_record_and_nothing_else():
     def cell():
         return _cell(known.Variant(["parser:1", "server"], ["think-end-swallowed"], _sig("A"), ["0.32.0"]))
 
+    unreproduced = [_obs("server", content) for content in (None, "C")]  # merged, the parser gave another
+    for obs in unreproduced:
+        obs.merged = [1, 2]
     c = cell()
     _, s = run(c, _merged("C", "A"))
     assert s.confirmed == 1 and c.variants[0].seen_on == ["0.32.0", "0.33.0"] and len(c.variants) == 1
-    for obs in (_merged("C", "D"), _merged(None, None), _merged("C", None)):
+    for obs in (_merged("C", "D"), _merged(None, None), _merged("C", None), *unreproduced):
         c = cell()
         _, s = run(c, obs)
         assert s.merged_left and not s.confirmed and not s.fixed and not s.added, obs
@@ -139,11 +144,28 @@ def test_update_known_lets_a_stand_in_confirm_a_record_and_nothing_else():
     assert s.merged_left and not records["cases/c"].cells
 
 
+def test_update_known_judges_a_merged_stream_against_the_records_the_run_was_judged_against():
+    """The parser tier's parser:1 re-recorded (--accept) earlier in the same update does not change how the
+    server's merged stream was judged (against the records as they were): it still only confirms."""
+    cell = _cell(known.Variant(["parser:1", "server"], ["think-end-swallowed"], _sig("A"), ["0.32.0"]))
+    records = {"cases/c": known.Record("cases/c", [cell])}
+    items = [{"subject": "cases/c", "parser": cell.parser, "mode": "stream", "tier": tier, "verdict": "?",
+              "observations": [obs.to_json()]} for tier, obs in (("parser", _obs("parser:1", "Z")),
+                                                                  ("server", _merged("C", "A")))]
+    s = known_update.update(records, items, "0.33.0", accept=True)
+    assert s.accepted and s.confirmed == 1 and not s.merged_left, s
+    server = cell.for_label("server")
+    assert [(v.signature, v.seen_on) for v in server] == [(_sig("A"), ["0.32.0", "0.33.0"])]
+
+
 def test_observation_json_round_trip_keeps_the_stand_in():
     obs = _merged("C", "A")
     again = known.Observation.from_json(json.loads(json.dumps(obs.to_json())))
     assert (again.label, again.ok, again.signature) == (obs.label, obs.ok, obs.signature)
-    assert again.token_by_token.signature == obs.token_by_token.signature and again.token_by_token.token_by_token is None
+    assert again.token_by_token.signature == obs.token_by_token.signature
+    assert again.token_by_token.token_by_token is None
+    obs.merged = [1, 3, 2]
+    assert known.Observation.from_json(json.loads(json.dumps(obs.to_json()))).merged == [1, 3, 2]
 
 
 def test_error_signature_keeps_class_and_status_only():

@@ -101,29 +101,31 @@ def test_replay_nonstream(golden_case, reasoning_parser, replayed, golden_verdic
 
 
 def _differs(out, nonstream) -> list[str]:
-    if "error" in out or "error" in nonstream or normalize_result(out["result"]) == normalize_result(nonstream["result"]):
+    if "error" in out or "error" in nonstream:
+        return []
+    if normalize_result(out["result"]) == normalize_result(nonstream["result"]):
         return []
     return [f"differs from non-stream: {normalize_result(out['result'])} != {normalize_result(nonstream['result'])}"]
 
 
-def _rerun(request, case, reasoning_parser, tokenizer, out, nonstream, ids, obs: Observation) -> None:
-    """A stream that came in merged deltas, rerun through vLLM's own parser here (fixtures.rechunk): the same
-    result on the server's exact chunking gives `obs` its token-by-token stand-in (fixtures.known.judged);
-    a different one is said in its problems (the server did not do what its parser does)."""
-    again = rechunk.rerun(tokenizer, case, reasoning_parser, out, ids)
+def _merged(request, case, reasoning_parser, tokenizer, out, nonstream, ids, obs: Observation,
+            same_vllm: bool) -> None:
+    """A stream that came in merged deltas: marked so (`obs.merged`, the test's `server_chunk_sizes`), and -
+    from a server running this process's vLLM - rerun through its parser on the server's exact chunking
+    (fixtures.rechunk), which gives `obs` its token-by-token stand-in when it reproduces the stream."""
+    obs.merged = rechunk.merged_sizes(out)
+    if obs.merged is None:
+        return
+    request.node.user_properties.append(("server_chunk_sizes", obs.merged))
+    again = rechunk.rerun(tokenizer, case, reasoning_parser, out, ids) if same_vllm else None
     if again is None:
         return
-    request.node.user_properties.append(("server_chunk_sizes", again.sizes))
-    _, merged = check_answer(case, reasoning_parser, again.merged.result, protocol=again.merged.problems)
-    if merged != obs.signature:
-        obs.problems.append(f"[server] streamed in merged deltas ({again.chunking(in_order=True)}); vLLM's own "
-                            f"parser on that chunking gives {merged}: not what the server streamed")
-        return
-    tbt = {"result": again.token_by_token.result, "problems": again.token_by_token.problems, "usage": out["usage"]}
-    obs.token_by_token = _observe(request, case, reasoning_parser, tbt, ids, extra=_differs(tbt, nonstream),
-                                  record=False)
-    obs.token_by_token.problems.insert(0, f"[server] streamed in merged deltas ({again.chunking()}), which vLLM's own "
-                                          "parser reproduces here; judged by what it gives token by token")
+
+    def observe(run):
+        tbt = {"result": run.result, "problems": run.problems, "usage": out["usage"]}
+        return _observe(request, case, reasoning_parser, tbt, ids, extra=_differs(tbt, nonstream), record=False)
+
+    rechunk.give_stand_in(obs, again, case, reasoning_parser, observe)
 
 
 def test_replay_stream(golden_case, reasoning_parser, replayed, golden_verdict, request, tokenizer):
@@ -131,6 +133,6 @@ def test_replay_stream(golden_case, reasoning_parser, replayed, golden_verdict, 
     nonstream = replayed["results"][(golden_case.id, False)]
     ids = replayed["ids"][golden_case.id]
     obs = _observe(request, golden_case, reasoning_parser, out, ids, extra=_differs(out, nonstream))
-    if "error" not in out and replayed["same_vllm"]:
-        _rerun(request, golden_case, reasoning_parser, tokenizer, out, nonstream, ids, obs)
+    if "error" not in out:
+        _merged(request, golden_case, reasoning_parser, tokenizer, out, nonstream, ids, obs, replayed["same_vllm"])
     golden_verdict(golden_case.subject, parser=reasoning_parser, mode="stream", tier="server", observations=[obs])

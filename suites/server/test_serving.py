@@ -12,8 +12,10 @@ import openai
 import pytest
 
 from fixtures.golden import normalize_result
+from fixtures.known import normalize_problem
 from fixtures.replay import SCRIPT_KEY
 from fixtures.replay_client import request
+from fixtures.vllm_parsers import EOS_TOKEN, ParserDriver
 
 pytestmark = pytest.mark.server
 
@@ -50,25 +52,38 @@ def test_completions_return_the_raw_text(endpoint):
 
 
 @pytest.mark.replay
-def test_concurrent_replays_are_identical(endpoint):
+def test_concurrent_replays_are_identical(endpoint, reasoning_parser, tokenizer):
     """Concurrent streams of one script at temperature 1.0 all stream the script's tokens (the processor
-    keeps requests apart), and two streams that came in the same chunking give the same answer. Their
-    chunkings may differ (a loaded API server merges engine outputs), and so may the answer of a parser
-    whose result depends on the chunking (golden/README.md, "A server stream in merged deltas")."""
+    keeps requests apart), and each answer is what vLLM's own parser gives on that stream's chunking (a
+    server started here runs this process's vLLM; elsewhere: two streams of one chunking, one answer).
+    The chunkings may differ - a loaded API server merges engine outputs - and so may the answers of a
+    parser whose result depends on the chunking (golden/README.md, "A server stream in merged deltas")."""
     ids = endpoint.tokenize(OUTPUT)
-    body = {"model": endpoint.model, "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS,
-            "max_tokens": 400, "temperature": 1.0, "extra_body": {"vllm_xargs": {SCRIPT_KEY: json.dumps(ids)}}}
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    body = {"model": endpoint.model, "messages": messages, "tools": TOOLS, "max_tokens": 400, "temperature": 1.0,
+            "extra_body": {"vllm_xargs": {SCRIPT_KEY: json.dumps(ids)}}}
     with ThreadPoolExecutor(N_CONCURRENT) as pool:
         outs = list(pool.map(lambda _: request(endpoint, body, stream=True, timeout=STREAM_TIMEOUT_S),
                              range(N_CONCURRENT)))
     streamed = [[t for c in o["engine_chunks"] for t in c] for o in outs]
     assert all(s[:-1] == ids and s == streamed[0] for s in streamed), f"token ids differ: {streamed}"
     assert normalize_result(outs[0]["result"])["tool_calls"], f"no tool call came back: {outs[0]['result']}"
+
+    def answer(result, problems):
+        return json.dumps([normalize_result(result), sorted(normalize_problem(p) for p in problems)])
+
     answers: dict[tuple, set] = {}
     for o in outs:
-        chunking = tuple(len(c) for c in o["engine_chunks"])
-        answers.setdefault(chunking, set()).add(json.dumps([normalize_result(o["result"]), o["problems"]]))
+        answers.setdefault(tuple(len(c) for c in o["engine_chunks"]), set()).add(answer(o["result"], o["problems"]))
     assert all(len(a) == 1 for a in answers.values()), f"one chunking, several answers: {answers}"
+    if endpoint.model_kind == "external" or tokenizer.encode(OUTPUT, add_special_tokens=False) != ids:
+        return
+    eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+    for o in outs:
+        run = ParserDriver(tokenizer, reasoning_parser, TOOLS, "auto", messages, o["prompt_ids"],
+                           eos_token_id=eos).stream(o["engine_chunks"], add_eos=False)
+        assert answer(run.result, run.problems) == answer(o["result"], o["problems"]), \
+            f"not what vLLM's parser gives on the stream's chunking {[len(c) for c in o['engine_chunks']]}"
 
 
 @pytest.mark.replay
