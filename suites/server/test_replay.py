@@ -57,6 +57,7 @@ def replayed(request, server_factory, server_config, reasoning_parser):
                                            stream_interval=request.config.getoption("--replay-stream-interval"))
                 # a server started here runs this process's vLLM: its parsers can rerun a stream's chunking
                 _REPLAYS[key]["same_vllm"] = endpoint.model_kind != "external"
+                _warn_if_never_merged(request.config.getoption("--replay-stream-interval"), _REPLAYS[key], endpoint)
             except Exception as exc:  # noqa: BLE001 - kept for every test of this server, judged below
                 _REPLAYS[key] = {"raised": f"{type(exc).__name__}: {exc}", "stats": {}}
             if endpoint.log_path is not None:  # the measured speed and deadlines, beside the server's log
@@ -70,6 +71,15 @@ def replayed(request, server_factory, server_config, reasoning_parser):
             report.inconclusive(what)
         pytest.fail(what, pytrace=False)
     return replay
+
+
+def _warn_if_never_merged(interval: int, replay: dict, endpoint) -> None:
+    """A note in the report's findings when --replay-stream-interval merged nothing (vLLM before 0.27)."""
+    if interval > 1 and not replay["stats"].get("streams_merged"):
+        report.record_finding("note", None, endpoint.reasoning_parser, "stream", None,
+                              f"--replay-stream-interval {interval}: the server {endpoint.config_id} streamed every "
+                              "replay token by token (a vLLM before 0.27 ignores a per-request stream_interval): no "
+                              "stream was checked in merged deltas")
 
 
 def _observe(request, case, reasoning_parser, out, ids, *, extra=(), record=True) -> Observation:
