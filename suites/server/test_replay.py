@@ -57,7 +57,7 @@ def replayed(request, server_factory, server_config, reasoning_parser):
                                            stream_interval=request.config.getoption("--replay-stream-interval"))
                 # a server started here runs this process's vLLM: its parsers can rerun a stream's chunking
                 _REPLAYS[key]["same_vllm"] = endpoint.model_kind != "external"
-                _warn_if_never_merged(request.config.getoption("--replay-stream-interval"), _REPLAYS[key], endpoint)
+                _note_if_never_merged(request.config.getoption("--replay-stream-interval"), _REPLAYS[key], endpoint)
             except Exception as exc:  # noqa: BLE001 - kept for every test of this server, judged below
                 _REPLAYS[key] = {"raised": f"{type(exc).__name__}: {exc}", "stats": {}}
             if endpoint.log_path is not None:  # the measured speed and deadlines, beside the server's log
@@ -73,7 +73,7 @@ def replayed(request, server_factory, server_config, reasoning_parser):
     return replay
 
 
-def _warn_if_never_merged(interval: int, replay: dict, endpoint) -> None:
+def _note_if_never_merged(interval: int, replay: dict, endpoint) -> None:
     """A note in the report's findings when --replay-stream-interval merged nothing (vLLM before 0.27)."""
     if interval > 1 and not replay["stats"].get("streams_merged"):
         report.record_finding("note", None, endpoint.reasoning_parser, "stream", None,
